@@ -1,0 +1,2 @@
+"""Robust unlearning study: unlearn, noise, distill, relearn, evaluate (the UNDO pipeline)."""
+__version__ = "0.1.0"

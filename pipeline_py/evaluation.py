@@ -1,0 +1,58 @@
+"""Per-operation exact-match accuracy and answer cross-entropy.
+
+Exact match is computed in one teacher-forced pass: an answer counts as correct when the argmax at
+every answer position (its EOS included) is the answer's next token. That is the same event as greedy
+decoding reproducing the answer exactly, at a fraction of the cost of generating.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from .arithmetic import FORGET_OPS, RETAIN_OPS
+from .batches import IGNORE, pad_examples, tokenize_examples
+from .losses import shift
+from .train import autocast
+
+
+class Evaluator:
+    """Holds the evaluation set tokenized and padded once; call it on any model."""
+
+    def __init__(self, tok, rows: list[dict], batch_size: int = 256):
+        by_op = defaultdict(list)
+        for r in rows:
+            by_op[r["op"]].append(r)
+        self.batches: dict[str, list[dict]] = {}
+        for op, op_rows in sorted(by_op.items()):
+            ids, plen = tokenize_examples(tok, op_rows)
+            self.batches[op] = [pad_examples(ids[i: i + batch_size], plen[i: i + batch_size])
+                                for i in range(0, len(ids), batch_size)]
+
+    @torch.inference_mode()
+    def __call__(self, model, precision: str = "fp32", device=torch.device("cpu")) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        out = {}
+        for op, batches in self.batches.items():
+            correct = n = 0
+            nll = n_tok = 0.0
+            for b in batches:
+                x, y = b["input_ids"].to(device), b["labels"].to(device)
+                with autocast(precision, device):
+                    logits = model(x)
+                pred, tgt = shift(logits.float(), y)  # [B, T-1, V], [B, T-1]
+                mask = tgt != IGNORE
+                correct += ((pred.argmax(-1) == tgt) | ~mask).all(dim=1).sum().item()
+                n += x.shape[0]
+                nll += F.cross_entropy(pred[mask], tgt[mask], reduction="sum").item()
+                n_tok += mask.sum().item()
+            out[f"acc_{op}"], out[f"ce_{op}"] = correct / n, nll / n_tok
+        for group, ops in (("retain", RETAIN_OPS), ("forget", FORGET_OPS)):
+            present = [op for op in ops if op in self.batches]
+            if present:
+                out[f"acc_{group}"] = sum(out[f"acc_{op}"] for op in present) / len(present)
+                out[f"ce_{group}"] = sum(out[f"ce_{op}"] for op in present) / len(present)
+        model.train(was_training)
+        return out

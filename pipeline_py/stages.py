@@ -1,0 +1,185 @@
+"""The pipeline's stages as plain functions: each reads files, writes files, and is called alike from a
+Snakemake rule (workflow/scripts/stage.py), the command line (`python -m pipeline_py STAGE k=v ...`)
+and pytest. Every model-writing stage writes a complete checkpoint or nothing."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import arithmetic
+from .batches import ExampleBatches, PackedStream, read_jsonl, write_jsonl
+from .checkpoint import atomic_path, load_checkpoint, make_record, save_checkpoint
+from .evaluation import Evaluator
+from .losses import forward_kl, token_ce
+from .methods import get_method
+from .model import ModelConfig, build_model
+from .noise import check_alpha_beta, shrink_perturb
+from .tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from .train import TrainConfig, autocast, setup_runtime, train
+
+log = logging.getLogger("pipeline_py")
+
+
+def make_data(out_dir: str, data: dict, seed: int = 0) -> None:
+    """Generate the arithmetic corpus: train/eval/attack JSONL, the tokenizer, a manifest."""
+    cfg = arithmetic.ArithmeticConfig(**data)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(build_tokenizer(), out)
+    manifest = {"setting": "arithmetic", "seed": seed, "config": data, "files": {}}
+    for split, rows in arithmetic.generate(cfg, seed).items():
+        write_jsonl(rows, out / f"{split}.jsonl")
+        digest = hashlib.sha256((out / f"{split}.jsonl").read_bytes()).hexdigest()
+        manifest["files"][f"{split}.jsonl"] = {"examples": len(rows), "sha256": digest}
+        log.info("make_data: %s %d examples", split, len(rows))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def filter_data(train: str, oracle: str, forget: str, retain: str, n_labeled: int = 256, seed: int = 0) -> None:
+    """The oracle's data (forget examples removed) and the small labeled forget/retain sets."""
+    rows = read_jsonl(train)
+    if n_labeled <= 0:
+        raise ValueError(f"filter.n_labeled must be a positive integer, got {n_labeled!r}")
+    write_jsonl([r for r in rows if not r["forget"]], oracle)
+    rng = torch.Generator().manual_seed(seed)
+    for flag, path in ((True, forget), (False, retain)):
+        pool = [r for r in rows if r["forget"] == flag]
+        pick = torch.randperm(len(pool), generator=rng)[:n_labeled].tolist()
+        write_jsonl([pool[i] for i in sorted(pick)], path)
+    log.info("filter_data: %d labeled of %d training examples per side", n_labeled, len(rows))
+
+
+def pretrain(data: str, out: str, model: dict, train_cfg: dict, precision: str = "bf16", seed: int = 0,
+             threads: int = 1, device: str = "auto") -> None:
+    """Train a fresh model on `data` (all of the base mixture, or the oracle's retain-only data)."""
+    dev = setup_runtime(threads, device)
+    tok = load_tokenizer(Path(data).parent)
+    cfg, tc = ModelConfig(vocab_size=tok.get_vocab_size(), **model), TrainConfig(**train_cfg)
+    net = build_model(cfg, seed).to(dev)
+    stream = PackedStream(tok, read_jsonl(data), tc.batch_size, tc.seq_len, seed)
+    train(net, lambda: lm_loss(net, next(stream), dev), tc, "pretrain", precision, dev)
+    save_checkpoint(net, Path(data).parent, out, make_record("pretrain", net, None, stream.tokens_seen, data=data))
+
+
+def lm_loss(model, batch: dict, dev) -> torch.Tensor:
+    return token_ce(model(batch["input_ids"].to(dev)), batch["labels"].to(dev))
+
+
+def unlearn(base: str, forget: str, retain: str, out: str, method: str, params: dict, batch_size: int = 32,
+            precision: str = "bf16", seed: int = 0, threads: int = 1, device: str = "auto") -> None:
+    """Apply one unlearning method (a plug-in of pipeline_py.methods) to the base model."""
+    dev = setup_runtime(threads, device)
+    m = get_method(method, params)
+    net, parent = load_checkpoint(base)
+    net.to(dev)
+    tok = load_tokenizer(base)
+    f_batches = ExampleBatches(tok, read_jsonl(forget), batch_size, seed)
+    r_batches = ExampleBatches(tok, read_jsonl(retain), batch_size, seed + 1)
+
+    def loss():
+        to = lambda b: {k: v.to(dev) for k, v in b.items()}  # noqa: E731
+        return m.loss(net, to(next(f_batches)), to(next(r_batches)) if m.uses_retain else None)
+
+    tc = TrainConfig(steps=m.steps, lr=m.lr, warmup=min(10, m.steps // 10), schedule="constant", log_every=20)
+    train(net, loss, tc, f"unlearn[{method}]", precision, dev)
+    tokens = f_batches.tokens_seen + (r_batches.tokens_seen if m.uses_retain else 0)
+    save_checkpoint(net, base, out, make_record("unlearn", net, parent, tokens, method=method, params=params))
+
+
+def noise(teacher: str, out: str, alpha: float | None, beta: float = 0.1, seed: int = 0) -> None:
+    """The student's starting point: shrink-and-perturb of the teacher, or a fresh init (`alpha` None)."""
+    net, parent = load_checkpoint(teacher)
+    if alpha is None:
+        net = build_model(net.cfg, seed + 1000)  # Unlearn-and-Distill: a fresh random initialisation
+    else:
+        check_alpha_beta(alpha, beta)
+        shrink_perturb(net, alpha, beta, seed)
+    save_checkpoint(net, teacher, out, make_record("noise", net, parent, 0, alpha=alpha, beta=beta))
+
+
+def distill(teacher: str, student: str, data: str, eval_data: str, out: str, train_cfg: dict,
+            stop_within: float | None = 0.05, check_every: int = 50, precision: str = "bf16", seed: int = 0,
+            threads: int = 1, device: str = "auto") -> None:
+    """Forward KL(teacher ‖ student) on the unlabeled pretraining mixture (forget data included);
+    stops early once the student's retain accuracy is within `stop_within` of the teacher's."""
+    dev = setup_runtime(threads, device)
+    t_net, _ = load_checkpoint(teacher)
+    s_net, parent = load_checkpoint(student)
+    t_net.to(dev).requires_grad_(False)
+    tok = load_tokenizer(teacher)
+    tc = TrainConfig(**train_cfg)
+    stream = PackedStream(tok, read_jsonl(data), tc.batch_size, tc.seq_len, seed)
+    retain_eval = Evaluator(tok, [r for r in read_jsonl(eval_data) if not r["forget"]])
+    target = retain_eval(t_net, precision, dev)["acc_retain"]
+    log.info("distill: teacher retain accuracy %.3f", target)
+
+    def loss():
+        b = next(stream)
+        x = b["input_ids"].to(dev)
+        with torch.inference_mode(), autocast(precision, dev):
+            t_logits = t_net(x)
+        return forward_kl(s_net(x), t_logits.clone(), b["labels"].to(dev))
+
+    def check(step: int) -> bool:
+        acc = retain_eval(s_net, precision, dev)["acc_retain"]
+        log.info("distill step %d: student retain accuracy %.3f (teacher %.3f)", step, acc, target)
+        return stop_within is not None and step > 0 and acc >= target - stop_within
+
+    steps = train(s_net, loss, tc, "distill", precision, dev, check=check, check_every=check_every)
+    rec = make_record("distill", s_net, parent, stream.tokens_seen, frozen_tokens=stream.tokens_seen,
+                      steps=steps, teacher=teacher)
+    save_checkpoint(s_net, teacher, out, rec)
+
+
+def relearn(model: str, attack: str, eval_data: str, out: str, lr: float, steps: int = 150,
+            eval_every: int = 10, batch_size: int = 16, seq_len: int = 64, seed: int = 0,
+            precision: str = "bf16", threads: int = 1, device: str = "auto") -> None:
+    """The relearning attack: AdamW at constant `lr` on forget data only, evaluated every `eval_every`
+    steps from step 0. Writes the whole curve as a tidy CSV (step, metric, value)."""
+    dev = setup_runtime(threads, device)
+    net, _ = load_checkpoint(model)
+    tok = load_tokenizer(model)
+    rows = read_jsonl(attack)
+    not_forget = sorted({r["op"] for r in rows if not r["forget"]})
+    if not_forget:
+        raise ValueError(f"attack data {attack} holds retain operations {not_forget}; the attack must be forget-only")
+    stream = PackedStream(tok, rows, batch_size, seq_len, seed)
+    evaluator = Evaluator(tok, read_jsonl(eval_data))
+    curve = []
+
+    def check(step: int) -> bool:
+        curve.extend({"step": step, "metric": k, "value": v} for k, v in evaluator(net, precision, dev).items())
+        return False
+
+    tc = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, schedule="constant",
+                     weight_decay=0.0, grad_clip=1.0, log_every=max(1, steps // 5))
+    train(net, lambda: lm_loss(net, next(stream), dev), tc, f"relearn[lr={lr}]", precision, dev,
+          check=check, check_every=eval_every)
+    df = pd.DataFrame(curve).assign(lr=lr, seed=seed)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def evaluate(model: str, eval_data: str, curves: list[str], out: str, name: str, precision: str = "bf16",
+             threads: int = 1, device: str = "auto") -> None:
+    """Metrics of one model before the attack (full eval set) and after it (worst case over the LR grid
+    at the last step: the run with the highest forget accuracy), plus its compute record."""
+    dev = setup_runtime(threads, device)
+    net, record = load_checkpoint(model)
+    before = Evaluator(load_tokenizer(model), read_jsonl(eval_data))(net.to(dev), precision, dev)
+    runs = pd.concat([pd.read_csv(c) for c in curves]) if curves else pd.DataFrame()
+    rows = [{"model": name, "phase": "before", "metric": k, "value": v} for k, v in before.items()]
+    if len(runs):
+        last = runs[runs.step == runs.step.max()]
+        wide = last.pivot_table(index=["lr", "seed"], columns="metric", values="value")
+        worst = wide.loc[wide["acc_forget"].idxmax()]
+        rows += [{"model": name, "phase": "after", "metric": k, "value": float(v)} for k, v in worst.items()]
+    rows += [{"model": name, "phase": "compute", "metric": k, "value": float(record.get(k, 0))}
+             for k in ("flops", "lineage_flops", "trained_tokens")]
+    with atomic_path(out) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)

@@ -1,0 +1,124 @@
+"""The one training loop of the pipeline: pretraining, unlearning, distillation and the relearning attack
+differ only in the loss closure they pass in and the data it draws."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+log = logging.getLogger("pipeline_py")
+
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("bf16", "fp32", "auto")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int  # optimizer steps (an upper bound when a check callback stops early)
+    lr: float  # peak learning rate of AdamW
+    batch_size: int = 32  # sequences per step
+    seq_len: int = 64  # tokens per packed sequence
+    warmup: int = 0  # linear warm-up steps
+    schedule: str = "cosine"  # 'cosine' decays to min_lr_ratio·lr at the last step; 'constant' keeps lr
+    min_lr_ratio: float = 0.1  # floor of the cosine schedule
+    weight_decay: float = 0.0  # AdamW decoupled weight decay (matrices only)
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    log_every: int = 100  # steps between progress lines
+
+    def __post_init__(self):
+        for key in ("steps", "batch_size", "seq_len"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if self.schedule == "constant":
+            return self.lr
+        frac = (step - self.warmup) / max(1, self.steps - self.warmup)
+        cos = 0.5 * (1 + torch.cos(torch.tensor(frac * torch.pi)).item())
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cos)
+
+
+def setup_runtime(threads: int = 1, device: str = "auto") -> torch.device:
+    """Thread count, denormal flushing (tiny models stall on denormals on CPU) and the device."""
+    torch.set_num_threads(max(1, threads))
+    torch.set_flush_denormal(True)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast (master weights stay fp32) or a no-op for fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        ok = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+        precision = "bf16" if ok else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, params=None) -> torch.optim.AdamW:
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: TrainConfig, stage: str,
+          precision: str = "bf16", device: torch.device = torch.device("cpu"), params=None,
+          check: Callable[[int], bool] | None = None, check_every: int = 0) -> int:
+    """Run up to `cfg.steps` AdamW steps of `loss_fn()`; return the number of steps taken.
+
+    `check(step)` runs at step 0, every `check_every` steps and after the last step; returning True
+    stops training (early stopping). A non-finite loss stops the stage with an error.
+    """
+    model.to(device).train()
+    opt = make_optimizer(model, cfg, params)
+    trainable = [p for g in opt.param_groups for p in g["params"]]
+    t0, step = time.time(), 0
+    if check and check(0):
+        return 0
+    for step in range(1, cfg.steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr_at(step - 1)
+        opt.zero_grad(set_to_none=True)
+        with autocast(precision, device):
+            loss = loss_fn()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; stopping, no checkpoint written")
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.info("%s step %d/%d loss %.4f lr %.2e %.1f steps/s", stage, step, cfg.steps, loss.item(),
+                     opt.param_groups[0]["lr"], step / (time.time() - t0))
+        if check and ((check_every and step % check_every == 0) or step == cfg.steps):
+            model.eval()
+            stop = check(step)
+            model.train()
+            if stop:
+                break
+    model.eval()
+    return step
+

@@ -1,0 +1,50 @@
+# Paths, the list of models of the study, and checks the schema cannot express.
+import os
+
+from pipeline_py.methods import get_method
+from pipeline_py.noise import check_alpha_beta
+
+R = f"{config['results']}/{config['setting']}"  # every output of this setting
+S = f"{R}/seed{{seed}}"  # one seed's data, models, attacks and metrics
+CPUS = os.cpu_count() or 1
+
+wildcard_constraints:
+    seed=r"\d+",
+    method=r"[a-z][a-z0-9_]*",
+    init=r"a[0-9.]+_b[0-9.]+|fresh",
+    lr=r"[0-9.]+(e-?[0-9]+)?",
+    aseed=r"\d+",
+    model=r"(base|oracle)(/[a-z][a-z0-9_]*(/undo_(a[0-9.]+_b[0-9.]+|fresh))?)?",
+
+# Fail at DAG build time, naming the key, for what JSON schema cannot check.
+for _name, _params in config["unlearn"]["methods"].items():
+    get_method(_name, _params)
+for _alpha in config["noise"]["alphas"]:
+    check_alpha_beta(_alpha, config["noise"]["beta"])
+
+
+def inits():
+    """Student initialisations: shrink-and-perturb at each alpha, plus a fresh init (Unlearn-and-Distill)."""
+    beta = config["noise"]["beta"]
+    return [f"a{a}_b{beta}" for a in config["noise"]["alphas"]] + (["fresh"] if config["noise"]["fresh_init"] else [])
+
+
+def models():
+    """Every model that is attacked and evaluated, as paths under models/."""
+    out = ["base", "oracle"]
+    for m in config["unlearn"]["methods"]:
+        out += [f"base/{m}"] + [f"base/{m}/undo_{i}" for i in inits()]
+    return out
+
+
+def ckpt(model):
+    return f"{S}/models/{model}/model.safetensors"
+
+
+def torch_threads(wildcards, threads):
+    """Snakemake counts threads against --cores; map a job's share of them onto the real CPUs."""
+    return max(1, threads * CPUS // max(workflow.cores, 1))
+
+
+HALF = max(1, workflow.cores // 2)  # training jobs: two at a time fill the machine
+ONE_CPU = max(1, workflow.cores // CPUS)  # small jobs: one real core each

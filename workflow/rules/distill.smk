@@ -1,0 +1,41 @@
+rule noise:
+    input:
+        teacher=ckpt("base/{method}"),
+    output:
+        out=ckpt("base/{method}/noised_{init}"),
+    log:
+        f"{S}/logs/noise_{{method}}_{{init}}.log",
+    params:
+        stage="noise",
+        alpha=lambda w: None if w.init == "fresh" else float(w.init[1:].split("_b")[0]),
+        beta=config["noise"]["beta"],
+        seed=lambda w: int(w.seed),
+    threads: ONE_CPU
+    script:
+        "../scripts/stage.py"
+
+
+rule distill:
+    input:
+        teacher=ckpt("base/{method}"),
+        student=ckpt("base/{method}/noised_{init}"),
+        data=rules.make_data.output.train,
+        eval_data=rules.make_data.output.eval_data,
+    output:
+        out=ckpt("base/{method}/undo_{init}"),
+    log:
+        f"{S}/logs/distill_{{method}}_{{init}}.log",
+    benchmark:
+        f"{S}/benchmarks/distill_{{method}}_{{init}}.tsv"
+    params:
+        stage="distill",
+        train_cfg={k: v for k, v in config["distill"].items() if k not in ("stop_within", "check_every")},
+        stop_within=config["distill"]["stop_within"],
+        check_every=config["distill"]["check_every"],
+        precision=config["precision"],
+        device=config["device"],
+        seed=lambda w: int(w.seed),
+        threads=torch_threads,
+    threads: HALF
+    script:
+        "../scripts/stage.py"

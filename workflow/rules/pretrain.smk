@@ -1,0 +1,33 @@
+rule pretrain:
+    input:
+        data=rules.make_data.output.train,
+        tokenizer=rules.make_data.output.tokenizer,
+    output:
+        out=ckpt("base"),
+    log:
+        f"{S}/logs/pretrain.log",
+    benchmark:
+        f"{S}/benchmarks/pretrain.tsv"
+    params:
+        stage="pretrain",
+        model=config["model"],
+        train_cfg=config["pretrain"],
+        precision=config["precision"],
+        device=config["device"],
+        seed=lambda w: int(w.seed),
+        threads=torch_threads,
+    threads: HALF
+    script:
+        "../scripts/stage.py"
+
+
+use rule pretrain as pretrain_oracle with:
+    input:
+        data=rules.filter_data.output.oracle,
+        tokenizer=rules.make_data.output.tokenizer,
+    output:
+        out=ckpt("oracle"),
+    log:
+        f"{S}/logs/pretrain_oracle.log",
+    benchmark:
+        f"{S}/benchmarks/pretrain_oracle.tsv"
