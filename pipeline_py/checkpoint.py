@@ -51,7 +51,7 @@ def save_checkpoint(model: CausalLM, tokenizer_dir: str | Path, out_dir: str | P
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=out_dir))
     try:
-        state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(model.cfg.to_hf(PAD_ID, BOS_ID, EOS_ID), indent=2))
         (tmp / "record.json").write_text(json.dumps(record, indent=2))

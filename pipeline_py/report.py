@@ -5,16 +5,22 @@ import logging
 import re
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .checkpoint import atomic_path  # noqa: E402
+from .checkpoint import atomic_path
 
 log = logging.getLogger("pipeline_py")
-_SEED = re.compile(r"/seed(\d+)/")
+# results/<setting>/seed<N>/attack/<model>/lr<lr>_s<k>.csv and .../seed<N>/eval/<model>.csv; the leading
+# greedy .* makes the last seed<N>/ of the path count, whatever the results root is called
+_CURVE = re.compile(r".*/seed(\d+)/attack/(.+)/lr[^/]+\.csv")
+_EVAL = re.compile(r".*/seed(\d+)/eval/(.+)\.csv")
+
+
+def _parse(pattern: re.Pattern, path: str) -> tuple[int, str]:
+    m = pattern.fullmatch(str(path))
+    if not m:
+        raise ValueError(f"unexpected result path {path}: expected {pattern.pattern}")
+    return int(m.group(1)), m.group(2)
 
 
 def describe(model: str) -> dict:
@@ -34,8 +40,7 @@ def load_curves(paths: list[str]) -> pd.DataFrame:
     """All attack curves in one tidy frame with columns seed, model, lr, aseed, step, metric, value."""
     frames = []
     for p in paths:
-        seed = int(_SEED.search(p).group(1))
-        model = p.split("/attack/", 1)[1].rsplit("/", 1)[0]
+        seed, model = _parse(_CURVE, p)
         frames.append(pd.read_csv(p).rename(columns={"seed": "aseed"}).assign(seed=seed, model=model))
     return pd.concat(frames, ignore_index=True)
 
@@ -70,7 +75,18 @@ def summarize(curves: pd.DataFrame, evals: pd.DataFrame, budgets: list[int]) -> 
     return pd.DataFrame(rows)
 
 
+def _pyplot():
+    """matplotlib, imported only by the plotting rule (the other stages import this module too)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, out_png: str) -> None:
+    plt = _pyplot()
     for path in (out_png, str(Path(out_png).with_suffix(".pdf"))):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=Path(path).suffix[1:], bbox_inches="tight", dpi=130)
@@ -85,6 +101,7 @@ def _label(r) -> str:
 
 def plot_curves(wc: pd.DataFrame, out_png: str) -> None:
     """Figure 1: worst-case forget accuracy along the attack, one panel per unlearning method."""
+    plt = _pyplot()
     wc = wc.assign(**pd.DataFrame([describe(m) for m in wc.model], index=wc.index))
     methods = sorted(m for m in wc.method.unique() if m)
     fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), squeeze=False, sharey=True)
@@ -104,6 +121,7 @@ def plot_curves(wc: pd.DataFrame, out_png: str) -> None:
 
 def plot_pareto(summary: pd.DataFrame, out_png: str) -> None:
     """Figure 2: retain accuracy vs forget accuracy after the attack, one panel per step budget."""
+    plt = _pyplot()
     budgets = sorted(summary.budget.unique())
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 4), squeeze=False, sharey=True)
     mean = summary.groupby(["model", "budget"], as_index=False).mean(numeric_only=True)
@@ -121,6 +139,7 @@ def plot_pareto(summary: pd.DataFrame, out_png: str) -> None:
 
 def plot_compute(summary: pd.DataFrame, out_png: str) -> None:
     """Figure 3: forget accuracy after the longest attack vs compute (fraction of oracle pretraining)."""
+    plt = _pyplot()
     last = summary[summary.budget == summary.budget.max()]
     mean = last.groupby("model", as_index=False).mean(numeric_only=True)
     mean = mean.assign(**pd.DataFrame([describe(m) for m in mean.model], index=mean.index))
@@ -144,10 +163,7 @@ def plot_compute(summary: pd.DataFrame, out_png: str) -> None:
 def pareto_plot(evals: list[str], curves: list[str], summary: str, curves_png: str, pareto_png: str,
                 compute_png: str, budgets: list[int]) -> None:
     """Aggregate every model's evaluation and attack curves into `summary` and the three figures."""
-    ev = []
-    for p in evals:
-        ev.append(pd.read_csv(p).assign(seed=int(_SEED.search(p).group(1))))
-    ev = pd.concat(ev, ignore_index=True)
+    ev = pd.concat([pd.read_csv(p).assign(seed=_parse(_EVAL, p)[0]) for p in evals], ignore_index=True)
     cv = load_curves(list(curves))
     table = summarize(cv, ev, budgets)
     with atomic_path(summary) as tmp:

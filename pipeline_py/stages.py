@@ -19,6 +19,7 @@ from .losses import forward_kl, token_ce
 from .methods import get_method
 from .model import ModelConfig, build_model
 from .noise import check_alpha_beta, shrink_perturb
+from .report import load_curves, worst_case
 from .tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 from .train import TrainConfig, autocast, setup_runtime, train
 
@@ -66,6 +67,10 @@ def pretrain(data: str, out: str, model: dict, train_cfg: dict, precision: str =
     save_checkpoint(net, Path(data).parent, out, make_record("pretrain", net, None, stream.tokens_seen, data=data))
 
 
+def to_device(batch: dict, dev) -> dict:
+    return {k: v.to(dev) for k, v in batch.items()}
+
+
 def lm_loss(model, batch: dict, dev) -> torch.Tensor:
     return token_ce(model(batch["input_ids"].to(dev)), batch["labels"].to(dev))
 
@@ -82,8 +87,8 @@ def unlearn(base: str, forget: str, retain: str, out: str, method: str, params: 
     r_batches = ExampleBatches(tok, read_jsonl(retain), batch_size, seed + 1)
 
     def loss():
-        to = lambda b: {k: v.to(dev) for k, v in b.items()}  # noqa: E731
-        return m.loss(net, to(next(f_batches)), to(next(r_batches)) if m.uses_retain else None)
+        retain_batch = to_device(next(r_batches), dev) if m.uses_retain else None
+        return m.loss(net, to_device(next(f_batches), dev), retain_batch)
 
     tc = TrainConfig(steps=m.steps, lr=m.lr, warmup=min(10, m.steps // 10), schedule="constant", log_every=20)
     train(net, loss, tc, f"unlearn[{method}]", precision, dev)
@@ -122,7 +127,8 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, tra
         b = next(stream)
         x = b["input_ids"].to(dev)
         with torch.inference_mode(), autocast(precision, dev):
-            t_logits = t_net(x)
+            t_logits = t_net(x)  # [B, T, V], no graph kept for the frozen teacher
+        # clone() turns the inference tensor into a plain one that autograd may save
         return forward_kl(s_net(x), t_logits.clone(), b["labels"].to(dev))
 
     def check(step: int) -> bool:
@@ -167,18 +173,16 @@ def relearn(model: str, attack: str, eval_data: str, out: str, lr: float, steps:
 
 def evaluate(model: str, eval_data: str, curves: list[str], out: str, name: str, precision: str = "bf16",
              threads: int = 1, device: str = "auto") -> None:
-    """Metrics of one model before the attack (full eval set) and after it (worst case over the LR grid
-    at the last step: the run with the highest forget accuracy), plus its compute record."""
+    """Metrics of one model before the attack (full eval set) and after it (worst case over the LR grid at
+    the last step: the LR with the highest forget accuracy, averaged over attack seeds), plus its compute."""
     dev = setup_runtime(threads, device)
     net, record = load_checkpoint(model)
     before = Evaluator(load_tokenizer(model), read_jsonl(eval_data))(net.to(dev), precision, dev)
-    runs = pd.concat([pd.read_csv(c) for c in curves]) if curves else pd.DataFrame()
     rows = [{"model": name, "phase": "before", "metric": k, "value": v} for k, v in before.items()]
-    if len(runs):
-        last = runs[runs.step == runs.step.max()]
-        wide = last.pivot_table(index=["lr", "seed"], columns="metric", values="value")
-        worst = wide.loc[wide["acc_forget"].idxmax()]
-        rows += [{"model": name, "phase": "after", "metric": k, "value": float(v)} for k, v in worst.items()]
+    if curves:
+        wc = worst_case(load_curves(list(curves)))  # same worst case as the summary: mean over attack seeds
+        last = wc.loc[wc.step.idxmax()].drop(["seed", "model", "step", "lr"])
+        rows += [{"model": name, "phase": "after", "metric": k, "value": float(v)} for k, v in last.items()]
     rows += [{"model": name, "phase": "compute", "metric": k, "value": float(record.get(k, 0))}
              for k in ("flops", "lineage_flops", "trained_tokens")]
     with atomic_path(out) as tmp:

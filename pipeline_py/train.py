@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -23,7 +24,7 @@ class TrainConfig:
     batch_size: int = 32  # sequences per step
     seq_len: int = 64  # tokens per packed sequence
     warmup: int = 0  # linear warm-up steps
-    schedule: str = "cosine"  # 'cosine' decays to min_lr_ratio·lr at the last step; 'constant' keeps lr
+    schedule: str = "cosine"  # 'cosine' decays towards min_lr_ratio·lr over `steps`; 'constant' keeps lr
     min_lr_ratio: float = 0.1  # floor of the cosine schedule
     weight_decay: float = 0.0  # AdamW decoupled weight decay (matrices only)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
@@ -44,8 +45,7 @@ class TrainConfig:
         if self.schedule == "constant":
             return self.lr
         frac = (step - self.warmup) / max(1, self.steps - self.warmup)
-        cos = 0.5 * (1 + torch.cos(torch.tensor(frac * torch.pi)).item())
-        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cos)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def setup_runtime(threads: int = 1, device: str = "auto") -> torch.device:
@@ -97,6 +97,7 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
     trainable = [p for g in opt.param_groups for p in g["params"]]
     t0, step = time.time(), 0
     if check and check(0):
+        model.eval()
         return 0
     for step in range(1, cfg.steps + 1):
         for g in opt.param_groups:

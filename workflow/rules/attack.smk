@@ -16,6 +16,8 @@ rule relearn:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"
 
@@ -37,5 +39,7 @@ rule evaluate:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"

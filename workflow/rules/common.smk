@@ -11,10 +11,10 @@ CPUS = os.cpu_count() or 1
 wildcard_constraints:
     seed=r"\d+",
     method=r"[a-z][a-z0-9_]*",
-    init=r"a[0-9.]+_b[0-9.]+|fresh",
+    init=r"a[0-9.e-]+_b[0-9.e-]+|fresh",
     lr=r"[0-9.]+(e-?[0-9]+)?",
     aseed=r"\d+",
-    model=r"(base|oracle)(/[a-z][a-z0-9_]*(/undo_(a[0-9.]+_b[0-9.]+|fresh))?)?",
+    model=r"(base|oracle)(/[a-z][a-z0-9_]*(/undo_(a[0-9.e-]+_b[0-9.e-]+|fresh))?)?",
 
 # Fail at DAG build time, naming the key, for what JSON schema cannot check.
 for _name, _params in config["unlearn"]["methods"].items():

@@ -12,6 +12,8 @@ rule make_data:
         data=config["data"],
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"
 
@@ -30,5 +32,7 @@ rule filter_data:
         n_labeled=config["filter"]["n_labeled"],
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"

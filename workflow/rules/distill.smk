@@ -11,6 +11,8 @@ rule noise:
         beta=config["noise"]["beta"],
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"
 
@@ -37,5 +39,7 @@ rule distill:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: HALF
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"

@@ -17,6 +17,8 @@ rule pretrain:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: HALF
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"
 

@@ -14,5 +14,7 @@ rule pareto_plot:
         stage="pareto_plot",
         budgets=config["report"]["budgets"],
     localrule: True
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"

@@ -19,5 +19,7 @@ rule unlearn:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: ONE_CPU
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/stage.py"

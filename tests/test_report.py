@@ -1,0 +1,89 @@
+"""Aggregation of attack curves and evaluations (pipeline_py.report) on small hand-made frames."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from pipeline_py.report import describe, load_curves, summarize, worst_case
+
+
+def test_describe_model_ids():
+    b = describe("base")
+    assert (b["kind"], b["method"]) == ("base", "") and math.isnan(b["alpha"])
+    assert describe("base/maxent") == {"kind": "unlearn", "method": "maxent", "alpha": 0.0}
+    assert describe("base/maxent/undo_a0.4_b0.1") == {"kind": "undo", "method": "maxent", "alpha": 0.4}
+    assert describe("base/graddiff/undo_fresh") == {"kind": "unlearn+distill", "method": "graddiff", "alpha": 1.0}
+
+
+def curve_rows(model: str, lr: float, aseed: int, step: int, forget: float, retain: float) -> list[dict]:
+    return [{"seed": 0, "model": model, "lr": lr, "aseed": aseed, "step": step, "metric": "acc_forget",
+             "value": forget},
+            {"seed": 0, "model": model, "lr": lr, "aseed": aseed, "step": step, "metric": "acc_retain",
+             "value": retain}]
+
+
+# model m: at step 10, lr 0.1 has one lucky seed (0.8) but averages 0.5; lr 0.2 averages 0.6 -> worst case 0.2
+CURVES = pd.DataFrame(
+    curve_rows("m", 0.1, 0, 0, 0.1, 0.9) + curve_rows("m", 0.1, 1, 0, 0.1, 0.7)
+    + curve_rows("m", 0.2, 0, 0, 0.0, 0.5) + curve_rows("m", 0.2, 1, 0, 0.0, 0.5)
+    + curve_rows("m", 0.1, 0, 10, 0.8, 0.4) + curve_rows("m", 0.1, 1, 10, 0.2, 0.4)
+    + curve_rows("m", 0.2, 0, 10, 0.6, 0.3) + curve_rows("m", 0.2, 1, 10, 0.6, 0.1))
+
+
+def test_worst_case_takes_the_lr_with_the_highest_seed_averaged_forget_accuracy():
+    wc = worst_case(CURVES).set_index("step")
+    assert wc.loc[0, "lr"] == 0.1 and wc.loc[0, "acc_forget"] == pytest.approx(0.1)
+    assert wc.loc[0, "acc_retain"] == pytest.approx(0.8)  # that run's retain accuracy, averaged over seeds
+    assert wc.loc[10, "lr"] == 0.2 and wc.loc[10, "acc_forget"] == pytest.approx(0.6)
+    assert wc.loc[10, "acc_retain"] == pytest.approx(0.2)
+
+
+def evals_frame() -> pd.DataFrame:
+    rows = []
+    for model, f, r, flops, lineage in (("base", 0.9, 0.8, 120, 120), ("oracle", 0.0, 0.85, 100, 100),
+                                        ("m", 0.05, 0.7, 30, 150)):
+        rows += [{"seed": 0, "model": model, "phase": "before", "metric": "acc_forget", "value": f},
+                 {"seed": 0, "model": model, "phase": "before", "metric": "acc_retain", "value": r},
+                 {"seed": 0, "model": model, "phase": "compute", "metric": "flops", "value": flops},
+                 {"seed": 0, "model": model, "phase": "compute", "metric": "lineage_flops", "value": lineage}]
+    return pd.DataFrame(rows)
+
+
+def test_summarize_budgets_and_compute_fraction():
+    """One row per model x budget; a budget between evaluations uses the last step within it; compute is
+    the model's own lineage FLOPs beyond the base, over the oracle's pretraining FLOPs."""
+    curves = pd.concat([CURVES] + [CURVES.assign(model=m) for m in ("base", "oracle")], ignore_index=True)
+    s = summarize(curves, evals_frame(), budgets=[0, 5, 10]).set_index(["model", "budget"])
+    assert len(s) == 9
+    assert s.loc[("m", 5), "attack_step"] == 0 and s.loc[("m", 5), "forget_acc_attacked"] == pytest.approx(0.1)
+    assert s.loc[("m", 10), "worst_lr"] == 0.2 and s.loc[("m", 10), "forget_acc_attacked"] == pytest.approx(0.6)
+    assert s.loc[("m", 10), "forget_acc"] == 0.05 and s.loc[("m", 10), "retain_acc"] == 0.7
+    assert s.loc[("m", 0), "compute_fraction"] == pytest.approx((150 - 120) / 100)
+    assert s.loc[("base", 0), "compute_fraction"] == pytest.approx(120 / 100)
+    assert s.loc[("oracle", 0), "compute_fraction"] == pytest.approx(1.0)
+
+
+def write_curve(path, forget: float) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"step": 0, "metric": "acc_forget", "value": forget, "lr": 0.001, "seed": 0}]).to_csv(path,
+                                                                                                        index=False)
+    return str(path)
+
+
+def test_load_curves_reads_seed_and_model_from_the_path(tmp_path):
+    p = write_curve(tmp_path / "res/arithmetic/seed3/attack/base/maxent/undo_a0.5_b0.1/lr0.001_s0.csv", 0.25)
+    df = load_curves([p])
+    assert df.loc[0, "seed"] == 3 and df.loc[0, "model"] == "base/maxent/undo_a0.5_b0.1"
+    assert df.loc[0, "aseed"] == 0 and df.loc[0, "value"] == 0.25
+
+
+def test_load_curves_seed_ignores_a_seed_like_results_root(tmp_path):
+    p = write_curve(tmp_path / "runs/seed7/arithmetic/seed3/attack/base/lr0.001_s0.csv", 0.5)
+    assert load_curves([p]).loc[0, "seed"] == 3
+
+
+def test_load_curves_model_ignores_an_attack_folder_in_the_results_root(tmp_path):
+    p = write_curve(tmp_path / "attack/runs/arithmetic/seed0/attack/base/lr0.001_s0.csv", 0.5)
+    assert load_curves([p]).loc[0, "model"] == "base"

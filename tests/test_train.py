@@ -1,0 +1,124 @@
+"""The shared training loop (pipeline_py.train): NaN guard, LR schedule, early-stopping hook, learning."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline_py.batches import PackedStream, read_jsonl
+from pipeline_py.losses import token_ce
+from pipeline_py.model import build_model
+from pipeline_py.train import TrainConfig, autocast, train
+
+
+def test_nan_loss_raises_naming_stage_and_step():
+    """A loss that turns NaN at the third step stops training with the stage name and 'step 3'."""
+    lin = nn.Linear(3, 2)
+    calls = []
+
+    def loss():
+        calls.append(1)
+        out = lin.weight.sum() + lin.bias.sum()
+        return out * float("nan") if len(calls) == 3 else out**2
+
+    with pytest.raises(FloatingPointError, match=r"unlearn\[maxent\].*step 3"):
+        train(lin, loss, TrainConfig(steps=10, lr=1e-3), "unlearn[maxent]", precision="fp32")
+    assert len(calls) == 3
+
+
+def test_inf_loss_raises_too():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(FloatingPointError, match=r"distill.*step 1"):
+        train(lin, lambda: lin.weight.sum() * float("inf"), TrainConfig(steps=2, lr=1e-3), "distill", "fp32")
+
+
+def test_cosine_schedule_hand_values():
+    """lr 1e-3, 100 steps, warm-up 10, floor 0.1: linear warm-up from lr/10, then cosine to 0.1·lr."""
+    c = TrainConfig(steps=100, lr=1e-3, warmup=10)
+    assert c.lr_at(0) == pytest.approx(1e-4)  # (0 + 1)/10 of the peak
+    assert c.lr_at(4) == pytest.approx(5e-4)
+    assert c.lr_at(9) == pytest.approx(1e-3)
+    assert c.lr_at(10) == pytest.approx(1e-3)  # cosine starts at the peak
+    assert c.lr_at(55) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # halfway: cos = 0
+    last = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))  # the last step train() takes: step 99
+    assert c.lr_at(99) == pytest.approx(last, rel=1e-6)
+    assert c.lr_at(100) == pytest.approx(1e-4)  # the floor, min_lr_ratio·lr
+
+
+def test_cosine_schedule_without_warmup_and_constant_schedule():
+    c = TrainConfig(steps=4, lr=2e-3, min_lr_ratio=0.0)
+    assert [c.lr_at(s) for s in range(5)] == pytest.approx(
+        [2e-3 * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(5)])
+    k = TrainConfig(steps=50, lr=3e-4, warmup=3, schedule="constant")
+    assert [k.lr_at(s) for s in (0, 1, 2, 3, 49)] == pytest.approx([1e-4, 2e-4, 3e-4, 3e-4, 3e-4])
+
+
+def test_train_applies_the_schedule_each_step(monkeypatch):
+    """The optimizer's LR at step k (1-based) is lr_at(k - 1)."""
+    lin = nn.Linear(2, 1)
+    cfg = TrainConfig(steps=6, lr=1e-2, warmup=2)
+    opt_lrs = []
+    orig_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        opt_lrs.append(self.param_groups[0]["lr"])
+        return orig_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    train(lin, lambda: (lin.weight**2).sum(), cfg, "s", "fp32")
+    assert opt_lrs == pytest.approx([cfg.lr_at(s) for s in range(6)])
+    assert opt_lrs[0] == pytest.approx(5e-3) and opt_lrs[1] == pytest.approx(1e-2)
+
+
+@pytest.mark.parametrize("kw, key", [({"steps": 0}, "steps"), ({"lr": 0.0}, "lr"), ({"batch_size": -1}, "batch_size"),
+                                     ({"schedule": "linear"}, "schedule")])
+def test_invalid_train_config(kw, key):
+    with pytest.raises(ValueError, match=key):
+        TrainConfig(**{"steps": 10, "lr": 1e-3, **kw})
+
+
+def test_check_hook_runs_at_zero_every_k_and_stops_early():
+    """check(0) first, then every check_every steps; returning True stops and train returns the step."""
+    lin = nn.Linear(2, 1)
+    steps_checked = []
+
+    def check(step):
+        steps_checked.append(step)
+        return step >= 6
+
+    n = train(lin, lambda: (lin.weight**2).sum(), TrainConfig(steps=20, lr=1e-3), "s", "fp32",
+              check=check, check_every=3)
+    assert steps_checked == [0, 3, 6] and n == 6
+
+
+def test_check_hook_runs_after_the_last_step():
+    lin = nn.Linear(2, 1)
+    seen = []
+    n = train(lin, lambda: (lin.weight**2).sum(), TrainConfig(steps=5, lr=1e-3), "s", "fp32",
+              check=lambda s: seen.append(s) or False, check_every=2)
+    assert seen == [0, 2, 4, 5] and n == 5
+
+
+def test_autocast_rejects_unknown_precision():
+    with pytest.raises(ValueError, match="precision"):
+        autocast("fp8", torch.device("cpu"))
+
+
+def test_short_pretrain_lowers_the_lm_loss(tiny_data, tok, tiny_cfg):
+    """50 AdamW steps of packed LM training on the tiny corpus lower the loss on a fixed batch by > 30 %."""
+    rows = read_jsonl(tiny_data / "train.jsonl")
+    probe = next(PackedStream(tok, rows, batch_size=8, seq_len=32, seed=123))
+    model = build_model(tiny_cfg, seed=0)
+    with torch.no_grad():
+        before = token_ce(model(probe["input_ids"]), probe["labels"]).item()
+    assert before == pytest.approx(math.log(tiny_cfg.vocab_size), rel=0.05)  # near-uniform at init
+    stream = PackedStream(tok, rows, batch_size=8, seq_len=32, seed=0)
+    steps = train(model, lambda: (lambda b: token_ce(model(b["input_ids"]), b["labels"]))(next(stream)),
+                  TrainConfig(steps=50, lr=3e-3, warmup=5, batch_size=8, seq_len=32), "pretrain", "fp32")
+    with torch.no_grad():
+        after = token_ce(model(probe["input_ids"]), probe["labels"]).item()
+    assert steps == 50 and stream.tokens_seen == 50 * 8 * 32
+    assert after < 0.7 * before, (before, after)
+    assert not model.training

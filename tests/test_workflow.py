@@ -1,0 +1,231 @@
+"""The Snakemake workflow: DAG of the tiny study, lint, config validation at DAG-build time, and (marker
+`e2e`) a full tiny run with its outputs and the caching of a grown α grid."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", *args]
+
+
+def env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run_snakemake(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_cmd(*args), cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def output_of(proc) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+def job_stats(text: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count} (without the total)."""
+    lines = text[text.index("Job stats:"):].splitlines()[1:]
+    counts = {}
+    for line in lines:
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if m:
+            if m.group(1) == "total":
+                break
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def scheduled_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Every job block of a dry run as (rule, wildcards)."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        wc = re.search(r"^\s*wildcards: (.*)$", block, re.M)
+        pairs = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        jobs.append((m.group(1), pairs))
+    return jobs
+
+
+def tiny_config() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+def tiny_models(cfg: dict) -> list[str]:
+    """Model ids of the tiny study, as the workflow names them."""
+    beta = cfg["noise"]["beta"]
+    inits = [f"a{a}_b{beta}" for a in cfg["noise"]["alphas"]]
+    inits += ["fresh"] if cfg["noise"]["fresh_init"] else []
+    out = ["base", "oracle"]
+    for m in cfg["unlearn"]["methods"]:
+        out += [f"base/{m}"] + [f"base/{m}/undo_{i}" for i in inits]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ dry run
+
+
+def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
+    """`snakemake -n pareto_plot` on the tiny config exits 0 and plans every job once."""
+    proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY),
+                         "--config", f"results={tmp_path}")
+    assert proc.returncode == 0, output_of(proc)
+    cfg = tiny_config()
+    n_methods = len(cfg["unlearn"]["methods"])
+    n_inits = len(cfg["noise"]["alphas"]) + int(cfg["noise"]["fresh_init"])
+    n_models = len(tiny_models(cfg))
+    assert n_models == 2 + n_methods * (1 + n_inits)
+    expected = {"make_data": 1, "filter_data": 1, "pretrain": 1, "pretrain_oracle": 1, "unlearn": n_methods,
+                "noise": n_methods * n_inits, "distill": n_methods * n_inits,
+                "relearn": n_models * len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]),
+                "evaluate": n_models, "pareto_plot": 1}
+    assert job_stats(proc.stdout + proc.stderr) == expected, output_of(proc)
+    evaluated = {wc["model"] for rule, wc in scheduled_jobs(proc.stdout + proc.stderr) if rule == "evaluate"}
+    assert evaluated == set(tiny_models(cfg))
+    assert not any(tmp_path.iterdir()), "a dry run must not write outputs"
+
+
+# ------------------------------------------------------------------- bad configs fail at DAG build
+
+BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must appear in the error output)
+    "alpha_above_one": ("noise: {alphas: [1.5], beta: 0.1, fresh_init: true}", ["alphas", "1.5"]),
+    "unknown_top_level_key": ("bogus_key: 1", ["bogus_key"]),
+    "unknown_method": ("unlearn: {batch_size: 8, methods: {nope: {}}}", ["unlearn.methods", "nope"]),
+    "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps"]),
+    "empty_attack_lrs": ("attack: {lrs: [], seeds: [0], steps: 10, eval_every: 5}", ["attack", "lrs", "[]"]),
+    "unknown_method_hyperparameter": ("unlearn: {methods: {maxent: {steps: 5, lr: 3.0e-4, temperature: 2.0}}}",
+                                      ["unlearn.methods.maxent", "temperature"]),
+    "negative_beta": ("noise: {alphas: [0.5], beta: -0.2}", ["beta", "-0.2"]),
+}
+
+
+# Configs the schema accepts and the workflow must plan (id: YAML layered over configs/tiny.yaml).
+EDGE_CONFIGS = {
+    "tiny_alpha": "noise: {alphas: [0.00005], beta: 0.1, fresh_init: false}",  # str(5e-05) is '5e-05'
+}
+
+
+@pytest.fixture(scope="module")
+def config_dry_runs(tmp_path_factory):
+    """Dry-run every bad and edge config at once (they are independent; this halves the wall time on 2 cores).
+    Returns {case: (results dir, CompletedProcess)}."""
+    root = tmp_path_factory.mktemp("configs")
+    cases = {**{k: text for k, (text, _) in BAD_CONFIGS.items()}, **EDGE_CONFIGS}
+    procs = {}
+    for case, text in cases.items():
+        (root / f"{case}.yaml").write_text(text + "\n")
+        results = root / f"results_{case}"
+        procs[case] = (results, subprocess.Popen(
+            snakemake_cmd("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY), str(root / f"{case}.yaml"),
+                          "--config", f"results={results}"),
+            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = {}
+    for case, (results, p) in procs.items():
+        out, err = p.communicate(timeout=300)
+        done[case] = (results, subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_fails_at_dag_build_naming_the_key(config_dry_runs, case):
+    """Non-zero exit, the offending key/value in the message, no job planned and nothing written."""
+    results, proc = config_dry_runs[case]
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output_of(proc)
+    for needle in BAD_CONFIGS[case][1]:
+        assert needle in text, f"{needle!r} not in the error output\n{output_of(proc)}"
+    assert "Job stats" not in text, output_of(proc)
+    assert not results.exists()
+
+
+def test_small_alpha_accepted_by_the_schema_builds_the_dag(config_dry_runs):
+    _, proc = config_dry_runs["tiny_alpha"]
+    assert proc.returncode == 0, output_of(proc)
+
+
+def test_lint_is_clean():
+    """`snakemake --lint` exits 0."""
+    proc = run_snakemake("--lint")
+    assert proc.returncode == 0, output_of(proc)
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def e2e_run(tmp_path_factory):
+    """The whole tiny study, run once for this module."""
+    results = tmp_path_factory.mktemp("e2e_results")
+    proc = run_snakemake("--cores", "2", "pareto_plot", "--configfile", str(TINY), "--config", f"results={results}",
+                         timeout=1800)
+    assert proc.returncode == 0, output_of(proc)[-20000:]
+    return results
+
+
+@pytest.mark.e2e
+def test_e2e_summary_table(e2e_run):
+    """summary.csv: one row per model x budget, finite accuracies in [0, 1], positive compute, oracle = 1."""
+    cfg = tiny_config()
+    summary = pd.read_csv(e2e_run / "arithmetic" / "summary.csv")  # results/<setting>/summary.csv
+    expected = {(m, b) for m in tiny_models(cfg) for b in cfg["report"]["budgets"]}
+    assert len(summary) == len(expected)
+    assert set(zip(summary.model, summary.budget)) == expected
+    for col in ("forget_acc_attacked", "retain_acc", "compute_fraction"):
+        assert summary[col].map(math.isfinite).all(), col
+    for col in ("forget_acc_attacked", "retain_acc", "forget_acc", "retain_acc_attacked"):
+        assert summary[col].between(0, 1).all(), col
+    assert (summary.compute_fraction > 0).all()
+    assert (summary[summary.model == "oracle"].compute_fraction == 1.0).all()
+    assert (summary.attack_step <= summary.budget).all()
+    assert set(summary.worst_lr) <= set(cfg["attack"]["lrs"])
+
+
+@pytest.mark.e2e
+def test_e2e_figures_exist_as_png_and_pdf(e2e_run):
+    figures = e2e_run / "arithmetic" / "figures"
+    for name in ("relearning_curves", "pareto", "robustness_vs_compute"):
+        png, pdf = (figures / f"{name}.png").read_bytes(), (figures / f"{name}.pdf").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 1000, name
+        assert pdf.startswith(b"%PDF") and len(pdf) > 1000, name
+
+
+@pytest.mark.e2e
+def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
+    """With one more α, a dry run over the same results plans only noise/distill/relearn/evaluate of the new
+    α's models (both methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
+    cfg = tiny_config()
+    old, new = cfg["noise"]["alphas"], 0.7
+    assert new not in old
+    extra = tmp_path / "more_alphas.yaml"
+    extra.write_text(yaml.safe_dump({"noise": {"alphas": [*old, new]}}))
+    proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY), str(extra),
+                         "--config", f"results={e2e_run}")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output_of(proc)
+    methods = list(cfg["unlearn"]["methods"])
+    runs_per_model = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"])
+    assert job_stats(text) == {"noise": len(methods), "distill": len(methods), "relearn": len(methods) * runs_per_model,
+                               "evaluate": len(methods), "pareto_plot": 1}, output_of(proc)
+    init = f"a{new}_b{cfg['noise']['beta']}"
+    new_models = {f"base/{m}/undo_{init}" for m in methods}
+    for rule, wc in scheduled_jobs(text):
+        if rule in ("noise", "distill"):
+            assert wc["init"] == init, (rule, wc)
+        elif rule in ("relearn", "evaluate"):
+            assert wc["model"] in new_models, (rule, wc)
+        else:
+            assert rule == "pareto_plot", (rule, wc)
+    assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == new_models
