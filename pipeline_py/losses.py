@@ -37,3 +37,26 @@ def kl_uniform(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     pred, tgt = shift(logits, labels)
     log_q = F.log_softmax(pred[tgt != IGNORE].float(), dim=-1)  # [N, V]
     return (-math.log(log_q.shape[-1]) - log_q.mean(-1)).mean()
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: log p_θ(y|x) = Σ log p_θ(y_t | y_<t, x) over the targets that are not -100 [B], and
+    their number |y| [B] (NPO, SimNPO)."""
+    pred, tgt = shift(logits, labels)
+    mask = tgt != IGNORE
+    logp = F.log_softmax(pred.float(), dim=-1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(mask, logp, 0.0).sum(-1), mask.sum(-1)
+
+
+def mmd_rbf(x: torch.Tensor, y: torch.Tensor, n_kernels: int = 5, mul: float = 2.0) -> torch.Tensor:
+    """Squared maximum mean discrepancy between samples x [N, D] and y [M, D] with a sum of Gaussian
+    kernels exp(-‖a-b‖² / b_k), bandwidths b_k = b·mul^(k - n_kernels//2) around the mean pairwise
+    squared distance b of the pooled samples (held constant): the MMD of RepNoise's code."""
+    z = torch.cat([x, y]).float()
+    sq = z.pow(2).sum(-1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * z @ z.T).clamp(min=0)  # [N+M, N+M] squared distances
+    n = z.shape[0]
+    bw = d2.detach().sum() / (n * n - n)
+    k = sum(torch.exp(-d2 / (bw * mul ** (i - n_kernels // 2))) for i in range(n_kernels))
+    nx = x.shape[0]
+    return k[:nx, :nx].mean() + k[nx:, nx:].mean() - 2 * k[:nx, nx:].mean()

@@ -127,10 +127,11 @@ def plot_pareto(summary: pd.DataFrame, out_png: str) -> None:
     mean = summary.groupby(["model", "budget"], as_index=False).mean(numeric_only=True)
     mean = mean.assign(**pd.DataFrame([describe(m) for m in mean.model], index=mean.index))
     markers = {"base": "s", "oracle": "*", "unlearn": "o", "undo": "^", "unlearn+distill": "D"}
+    methods = sorted(m for m in mean.method.unique() if m)
     for ax, budget in zip(axes[0], budgets):
         for r in mean[mean.budget == budget].itertuples():
             ax.scatter(r.retain_acc, r.forget_acc_attacked, marker=markers[r.kind], s=50,
-                       color="k" if not r.method else plt.cm.tab10(sorted(mean.method.unique()).index(r.method)))
+                       color=plt.cm.tab10(methods.index(r.method)) if r.method else "k")
             ax.annotate(f"{r.method} {_label(r)}".strip(), (r.retain_acc, r.forget_acc_attacked), fontsize=6)
         ax.set(title=f"after {budget} attack steps", xlabel="retain accuracy (add/sub), before attack",
                ylabel="forget accuracy after attack (lower is better)", ylim=(-0.02, 1.02))

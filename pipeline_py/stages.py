@@ -17,6 +17,7 @@ from .checkpoint import atomic_path, load_checkpoint, make_record, save_checkpoi
 from .evaluation import Evaluator
 from .losses import forward_kl, token_ce
 from .methods import get_method
+from .methods.base import n_tokens
 from .model import ModelConfig, build_model
 from .noise import check_alpha_beta, shrink_perturb
 from .report import load_curves, worst_case
@@ -77,23 +78,53 @@ def lm_loss(model, batch: dict, dev) -> torch.Tensor:
 
 def unlearn(base: str, forget: str, retain: str, out: str, method: str, params: dict, batch_size: int = 32,
             precision: str = "bf16", seed: int = 0, threads: int = 1, device: str = "auto") -> None:
-    """Apply one unlearning method (a plug-in of pipeline_py.methods) to the base model."""
+    """Apply one unlearning method (a plug-in of pipeline_py.methods) to the base model.
+
+    FLOPs: every loss evaluation with a graph counts its forget (+ retain) tokens as trained (a SAM step
+    evaluates twice); the method's frozen reference/teacher forwards count as frozen tokens."""
     dev = setup_runtime(threads, device)
+    torch.manual_seed(seed)  # methods that sample (RepNoise's noise) are reproducible
     m = get_method(method, params)
     net, parent = load_checkpoint(base)
     net.to(dev)
+    m.prepare(net)
+    trainable = m.trainable(net)
+    net.requires_grad_(False)  # no gradients computed for parameters that do not train
+    for p in trainable:
+        p.requires_grad_(True)
     tok = load_tokenizer(base)
     f_batches = ExampleBatches(tok, read_jsonl(forget), batch_size, seed)
     r_batches = ExampleBatches(tok, read_jsonl(retain), batch_size, seed + 1)
+    cur = {"trained_tokens": 0, "loss": None}
+
+    def evaluate():  # the loss on the current batches
+        cur["trained_tokens"] += n_tokens(cur["forget"]) + (n_tokens(cur["retain"]) if m.uses_retain else 0)
+        return m.loss(net, cur["forget"], cur["retain"])
 
     def loss():
-        retain_batch = to_device(next(r_batches), dev) if m.uses_retain else None
-        return m.loss(net, to_device(next(f_batches), dev), retain_batch)
+        cur["forget"] = to_device(next(f_batches), dev)
+        cur["retain"] = to_device(next(r_batches), dev) if m.uses_retain else None
+        value = evaluate()
+        cur["loss"] = value.detach()
+        return value
+
+    def recompute():  # same batches, current weights (SAM's second evaluation)
+        with autocast(precision, dev):
+            return evaluate()
+
+    def check(step: int) -> bool:
+        stop = step > 0 and m.should_stop(cur["loss"].item())
+        if stop:
+            log.info("unlearn[%s]: stopping after step %d, loss %.4f", method, step, cur["loss"].item())
+        return stop
 
     tc = TrainConfig(steps=m.steps, lr=m.lr, warmup=min(10, m.steps // 10), schedule="constant", log_every=20)
-    train(net, loss, tc, f"unlearn[{method}]", precision, dev)
-    tokens = f_batches.tokens_seen + (r_batches.tokens_seen if m.uses_retain else 0)
-    save_checkpoint(net, base, out, make_record("unlearn", net, parent, tokens, method=method, params=params))
+    steps = train(net, loss, tc, f"unlearn[{method}]", precision, dev, params=trainable, check=check,
+                  check_every=1, backward=lambda value: m.backward(value, recompute, trainable))
+    net.requires_grad_(True)
+    rec = make_record("unlearn", net, parent, cur["trained_tokens"], frozen_tokens=m.run.frozen_tokens,
+                      method=method, params=params, steps=steps)
+    save_checkpoint(net, base, out, rec)
 
 
 def noise(teacher: str, out: str, alpha: float | None, beta: float = 0.1, seed: int = 0) -> None:

@@ -86,11 +86,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, params=None) -> tor
 
 def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: TrainConfig, stage: str,
           precision: str = "bf16", device: torch.device = torch.device("cpu"), params=None,
-          check: Callable[[int], bool] | None = None, check_every: int = 0) -> int:
+          check: Callable[[int], bool] | None = None, check_every: int = 0,
+          backward: Callable[[torch.Tensor], None] | None = None) -> int:
     """Run up to `cfg.steps` AdamW steps of `loss_fn()`; return the number of steps taken.
 
     `check(step)` runs at step 0, every `check_every` steps and after the last step; returning True
-    stops training (early stopping). A non-finite loss stops the stage with an error.
+    stops training (early stopping). A non-finite loss stops the stage with an error. `backward(loss)`
+    fills the gradients of a step (default `loss.backward()`; a SAM step re-evaluates the loss at
+    perturbed weights there). `params` (default all) are the parameters the optimizer updates.
     """
     model.to(device).train()
     opt = make_optimizer(model, cfg, params)
@@ -107,7 +110,10 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
             loss = loss_fn()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; stopping, no checkpoint written")
-        loss.backward()
+        if backward is None:
+            loss.backward()
+        else:
+            backward(loss)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()

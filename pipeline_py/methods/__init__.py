@@ -1,5 +1,9 @@
 """Unlearning methods as plug-ins: each module of this package defines one `UnlearnMethod` subclass
-decorated with `@register`; the config selects it by name. A new method is one new file."""
+decorated with `@register`; the config selects it by name. A new method is one new file.
+
+A config entry may also name a variant of a method: `maxent_sam: {method: maxent, sam_rho: 0.01}` runs
+the `maxent` module under the name `maxent_sam` (its own output directory), so one study can hold a
+method and its variants side by side."""
 from __future__ import annotations
 
 import importlib
@@ -22,7 +26,14 @@ def available() -> list[str]:
 
 
 def get_method(name: str, params: dict | None = None) -> UnlearnMethod:
-    """The method `name` with its hyperparameters; unknown names and keys fail naming what is allowed."""
-    if name not in available():
-        raise ValueError(f"unlearn.methods: unknown method {name!r}; available: {available()}")
-    return REGISTRY[name].from_params(params or {})
+    """The method `name` (or the module named by a `method` key of `params`) with its hyperparameters;
+    unknown names and keys fail naming what is allowed."""
+    params = dict(params or {})
+    kind = params.pop("method", name)
+    if kind not in available():
+        where = f"unlearn.methods.{name}.method" if kind != name else "unlearn.methods"
+        raise ValueError(f"{where}: unknown method {kind!r}; available: {available()}")
+    try:
+        return REGISTRY[kind].from_params(params)
+    except ValueError as e:  # name the config entry, not the module, in the message
+        raise ValueError(str(e).replace(f"unlearn.methods.{kind}", f"unlearn.methods.{name}")) from None

@@ -1,11 +1,31 @@
-"""The interface every unlearning method implements."""
+"""The interface every unlearning method implements.
+
+A method is a frozen dataclass: its fields are its hyperparameters (validated in `__post_init__`),
+`loss(model, forget, retain)` is the scalar to minimise. Optional hooks, all with defaults, let a
+method go beyond a plain loss while `pipeline_py.train.train` stays the only training loop:
+
+- `prepare(model)`: called once before training. With `needs_frozen = True` it keeps a frozen deep
+  copy of the starting model (the reference of NPO, the teacher of UnDIAL, RMU's retain anchor);
+  `frozen(batch)` runs it under `torch.inference_mode` and counts its tokens in `run.frozen_tokens`
+  (reported as `frozen_tokens`, 2·N FLOPs per token).
+- `trainable(model)`: the parameters that train (default all; RMU: a few MLP down-projections).
+- `backward(loss, recompute, params)`: the gradients of one step; with `sam_rho > 0` (any method)
+  it is a sharpness-aware (SAM) step.
+- `should_stop(loss)`: an early stop on the loss value of a step (GradAscent's divergence guard).
+- `uses_retain`: whether `loss` reads the retain batch (default: retain_weight > 0).
+"""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from types import SimpleNamespace
+from typing import Callable, ClassVar
 
 import torch
+
+from ..tokenizer import PAD_ID
 
 REGISTRY: dict[str, type["UnlearnMethod"]] = {}
 
@@ -15,24 +35,50 @@ def register(cls: type["UnlearnMethod"]) -> type["UnlearnMethod"]:
     return cls
 
 
+def n_tokens(batch: dict) -> int:
+    """Non-pad tokens of a batch (what a forward pass over it costs, as ExampleBatches counts it)."""
+    return int(nonpad(batch).sum())
+
+
+def nonpad(batch: dict) -> torch.Tensor:
+    """[B, T] bool mask of the real tokens (BOS, prompt, answer, EOS) of a padded batch."""
+    if "attention_mask" in batch:
+        return batch["attention_mask"].bool()
+    return batch["input_ids"] != PAD_ID
+
+
+def is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 @dataclass(frozen=True)
 class UnlearnMethod:
     """Hyperparameters shared by all methods; subclasses add their own fields and `loss`."""
 
     name: ClassVar[str] = ""
-    uses_retain: ClassVar[bool] = True  # whether `loss` reads the retain batch
+    needs_frozen: ClassVar[bool] = False  # prepare() keeps a frozen copy of the starting model
 
     steps: int = 100  # optimizer steps of unlearning
     lr: float = 1e-4  # constant learning rate after a short warm-up
-    retain_weight: float = 1.0  # λ on the retain cross-entropy term
+    retain_weight: float = 1.0  # λ on the retain term (0 drops it and no retain batch is drawn)
+    sam_rho: float = 0.0  # SAM radius ρ of the weight perturbation (0 = plain gradient steps)
 
     def __post_init__(self):
-        if not isinstance(self.steps, int) or self.steps <= 0:
-            raise ValueError(f"unlearn.methods.{self.name}.steps must be a positive integer, got {self.steps!r}")
-        if not self.lr > 0:
-            raise ValueError(f"unlearn.methods.{self.name}.lr must be > 0, got {self.lr!r}")
-        if self.retain_weight < 0:
-            raise ValueError(f"unlearn.methods.{self.name}.retain_weight must be >= 0, got {self.retain_weight!r}")
+        self.check("steps", is_int(self.steps) and self.steps > 0, "a positive integer")
+        self.check("lr", is_number(self.lr) and self.lr > 0, "a number > 0")
+        self.check("retain_weight", is_number(self.retain_weight) and self.retain_weight >= 0, "a number >= 0")
+        self.check("sam_rho", is_number(self.sam_rho) and self.sam_rho >= 0, "a number >= 0 (0 = SAM off)")
+        object.__setattr__(self, "run", SimpleNamespace(frozen=None, frozen_tokens=0))  # runtime state
+
+    def check(self, key: str, ok: bool, allowed: str) -> None:
+        """Refuse a hyperparameter, naming its config key, its value and what is allowed."""
+        if not ok:
+            raise ValueError(f"unlearn.methods.{self.name}.{key} = {getattr(self, key)!r} is invalid: "
+                             f"it must be {allowed}")
 
     @classmethod
     def from_params(cls, params: dict) -> "UnlearnMethod":
@@ -42,6 +88,63 @@ class UnlearnMethod:
             raise ValueError(f"unlearn.methods.{cls.name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
         return cls(**params)
 
-    def loss(self, model: torch.nn.Module, forget: dict, retain: dict) -> torch.Tensor:
-        """The scalar to minimise on one forget batch and one retain batch ({input_ids, labels} [B, T])."""
+    @property
+    def uses_retain(self) -> bool:
+        """Whether `loss` reads the retain batch."""
+        return self.retain_weight > 0
+
+    # ------------------------------------------------------------------ hooks with defaults
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        """Called once, before training, on the starting model (already on its device)."""
+        self.run.frozen_tokens = 0
+        if self.needs_frozen:
+            self.run.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def trainable(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer updates; all others stay bit-identical."""
+        return list(model.parameters())
+
+    def frozen(self, batch: dict, **kw):
+        """The frozen starting model on `batch` (no graph), counted as frozen tokens; same outputs as
+        `model(batch['input_ids'], **kw)`, as plain tensors that autograd may save."""
+        if self.run.frozen is None:
+            raise RuntimeError(f"{self.name}: prepare(model) must run before the loss")
+        with torch.inference_mode():
+            out = self.run.frozen(batch["input_ids"], **kw)
+        self.run.frozen_tokens += n_tokens(batch)
+        return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()
+
+    def should_stop(self, loss: float) -> bool:
+        """True stops training after the current step (`loss` is that step's loss value)."""
+        return False
+
+    def backward(self, loss: torch.Tensor, recompute: Callable[[], torch.Tensor], params: list) -> None:
+        """Fill `p.grad` for one optimizer step. With sam_rho > 0, SAM (Foret et al. 2021): take the
+        gradient g at θ, move to θ + ρ·g/‖g‖, take the gradient there (`recompute()` re-evaluates the
+        loss on the same batch), restore θ bit-exactly; the optimizer then steps with that gradient."""
+        loss.backward()
+        if not self.sam_rho:
+            return
+        params = [p for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        scale = self.sam_rho / (norm.item() + 1e-12)
+        saved = [p.detach().clone() for p in params]
+        try:
+            with torch.no_grad():
+                for p in params:
+                    p.add_(p.grad, alpha=scale)
+                    p.grad = None
+            perturbed = recompute()
+            if not torch.isfinite(perturbed):
+                raise FloatingPointError(f"{self.name}: SAM loss at the perturbed weights is {perturbed.item()}")
+            perturbed.backward()
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+
+    def loss(self, model: torch.nn.Module, forget: dict, retain: dict | None) -> torch.Tensor:
+        """The scalar to minimise on one forget batch and one retain batch ({input_ids, labels} [B, T];
+        `retain` is None when `uses_retain` is False)."""
         raise NotImplementedError
