@@ -94,13 +94,10 @@ class ExampleBatches:
         self.ids, self.prompt_lens = tokenize_examples(tok, rows)
         self.B = min(batch_size, len(rows))
         self.rng = np.random.default_rng(seed)
-        self.tokens_seen = 0
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
         idx = self.rng.choice(len(self.ids), size=self.B, replace=False)
-        batch = pad_examples([self.ids[i] for i in idx], [self.prompt_lens[i] for i in idx])
-        self.tokens_seen += int(batch["attention_mask"].sum())
-        return batch
+        return pad_examples([self.ids[i] for i in idx], [self.prompt_lens[i] for i in idx])
