@@ -15,7 +15,13 @@ forget accuracy on `eval` during the attack means latent knowledge came back, no
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .batches import write_jsonl
+from .evaluation import Evaluator
+from .settings import Metrics
+from .tokenizer import build_tokenizer, save_tokenizer
 
 OPS = {  # name: (symbol, word, is_forget)
     "add": ("+", "plus", False),
@@ -23,6 +29,7 @@ OPS = {  # name: (symbol, word, is_forget)
     "mul": ("*", "times", True),
     "div": ("/", "divided by", True),
 }
+METRICS = Metrics(retain="acc_retain", forget="acc_forget", higher_is_better=True)  # exact match
 RETAIN_OPS = tuple(op for op, (_, _, forget) in OPS.items() if not forget)
 FORGET_OPS = tuple(op for op, (_, _, forget) in OPS.items() if forget)
 
@@ -105,3 +112,17 @@ def generate(cfg: ArithmeticConfig, seed: int) -> dict[str, list[dict]]:
         eval_rows.sort(key=lambda r: _unit_hash(seed, "pick", r["prompt"]))
         splits["eval"] += eval_rows[: cfg.eval_per_op]
     return splits
+
+
+def make_data(out_dir: str | Path, data: dict, seed: int) -> dict:
+    """Write train/eval/attack JSONL and the character tokenizer into `out_dir`; returns manifest entries."""
+    cfg = ArithmeticConfig(**data)
+    save_tokenizer(build_tokenizer(), Path(out_dir))
+    for split, rows in generate(cfg, seed).items():
+        write_jsonl(rows, Path(out_dir) / f"{split}.jsonl")
+    return {"config": asdict(cfg)}
+
+
+def evaluator(tok, rows: list[dict]):
+    """Exact match and answer CE per operation, macro-averaged over retain and forget operations."""
+    return Evaluator(tok, rows)

@@ -1,4 +1,5 @@
-"""Per-operation exact-match accuracy and answer cross-entropy.
+"""Per-operation exact-match accuracy and answer cross-entropy, macro-averaged over the retain and
+forget operations (as the rows' `forget` flags say).
 
 Exact match is computed in one teacher-forced pass: an answer counts as correct when the argmax at
 every answer position (its EOS included) is the answer's next token. That is the same event as greedy
@@ -11,7 +12,6 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from .arithmetic import FORGET_OPS, RETAIN_OPS
 from .batches import IGNORE, pad_examples, tokenize_examples
 from .losses import shift
 from .train import autocast
@@ -24,6 +24,8 @@ class Evaluator:
         by_op = defaultdict(list)
         for r in rows:
             by_op[r["op"]].append(r)
+        self.groups = {"retain": sorted({r["op"] for r in rows if not r["forget"]}),
+                       "forget": sorted({r["op"] for r in rows if r["forget"]})}
         self.batches: dict[str, list[dict]] = {}
         for op, op_rows in sorted(by_op.items()):
             ids, plen = tokenize_examples(tok, op_rows)
@@ -49,8 +51,7 @@ class Evaluator:
                 nll += F.cross_entropy(pred[mask], tgt[mask], reduction="sum").item()
                 n_tok += mask.sum().item()
             out[f"acc_{op}"], out[f"ce_{op}"] = correct / n, nll / n_tok
-        for group, ops in (("retain", RETAIN_OPS), ("forget", FORGET_OPS)):
-            present = [op for op in ops if op in self.batches]
+        for group, present in self.groups.items():  # macro averages over the group's operations
             if present:
                 out[f"acc_{group}"] = sum(out[f"acc_{op}"] for op in present) / len(present)
                 out[f"ce_{group}"] = sum(out[f"ce_{op}"] for op in present) / len(present)

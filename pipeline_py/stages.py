@@ -11,35 +11,34 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import arithmetic
 from .batches import ExampleBatches, PackedStream, read_jsonl, write_jsonl
 from .checkpoint import atomic_path, load_checkpoint, make_record, save_checkpoint
-from .evaluation import Evaluator
 from .losses import forward_kl, token_ce
 from .methods import get_method
 from .methods.base import n_tokens
 from .model import ModelConfig, build_model
 from .noise import check_alpha_beta, shrink_perturb
 from .report import load_curves, worst_case
-from .tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from .settings import get_setting, setting_of
+from .tokenizer import load_tokenizer
 from .train import TrainConfig, autocast, setup_runtime, train
 
 log = logging.getLogger("pipeline_py")
 
 
-def make_data(out_dir: str, data: dict, seed: int = 0) -> None:
-    """Generate the arithmetic corpus: train/eval/attack JSONL, the tokenizer, a manifest."""
-    cfg = arithmetic.ArithmeticConfig(**data)
+def make_data(out_dir: str, data: dict, seed: int = 0, setting: str = "arithmetic") -> None:
+    """Build one setting's corpus (train/eval/attack JSONL, tokenizer) and a manifest with checksums."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_tokenizer(build_tokenizer(), out)
-    manifest = {"setting": "arithmetic", "seed": seed, "config": data, "files": {}}
-    for split, rows in arithmetic.generate(cfg, seed).items():
-        write_jsonl(rows, out / f"{split}.jsonl")
-        digest = hashlib.sha256((out / f"{split}.jsonl").read_bytes()).hexdigest()
-        manifest["files"][f"{split}.jsonl"] = {"examples": len(rows), "sha256": digest}
-        log.info("make_data: %s %d examples", split, len(rows))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    extra = get_setting(setting).make_data(out, data, seed)
+    manifest = {"setting": setting, "seed": seed, **extra, "files": {}}
+    for f in sorted(out.glob("*.jsonl")) + [out / "tokenizer.json"]:
+        manifest["files"][f.name] = {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+        if f.suffix == ".jsonl":
+            manifest["files"][f.name]["examples"] = sum(1 for line in f.open() if line.strip())
+            log.info("make_data: %s %d examples", f.name, manifest["files"][f.name]["examples"])
+    with atomic_path(out / "manifest.json") as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=2))
 
 
 def filter_data(train: str, oracle: str, forget: str, retain: str, n_labeled: int = 256, seed: int = 0) -> None:
@@ -142,7 +141,7 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, tra
             stop_within: float | None = 0.05, check_every: int = 50, precision: str = "bf16", seed: int = 0,
             threads: int = 1, device: str = "auto") -> None:
     """Forward KL(teacher ‖ student) on the unlabeled pretraining mixture (forget data included);
-    stops early once the student's retain accuracy is within `stop_within` of the teacher's."""
+    stops early once the student's retain metric (the setting's) is within `stop_within` of the teacher's."""
     dev = setup_runtime(threads, device)
     t_net, _ = load_checkpoint(teacher)
     s_net, parent = load_checkpoint(student)
@@ -150,9 +149,11 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, tra
     tok = load_tokenizer(teacher)
     tc = TrainConfig(**train_cfg)
     stream = PackedStream(tok, read_jsonl(data), tc.batch_size, tc.seq_len, seed)
-    retain_eval = Evaluator(tok, [r for r in read_jsonl(eval_data) if not r["forget"]])
-    target = retain_eval(t_net, precision, dev)["acc_retain"]
-    log.info("distill: teacher retain accuracy %.3f", target)
+    setting = setting_of(eval_data)
+    key = setting.METRICS.retain
+    retain_eval = setting.evaluator(tok, [r for r in read_jsonl(eval_data) if not r["forget"]])
+    target = retain_eval(t_net, precision, dev)[key]
+    log.info("distill: teacher %s %.3f", key, target)
 
     def loss():
         b = next(stream)
@@ -163,9 +164,9 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, tra
         return forward_kl(s_net(x), t_logits.clone(), b["labels"].to(dev))
 
     def check(step: int) -> bool:
-        acc = retain_eval(s_net, precision, dev)["acc_retain"]
-        log.info("distill step %d: student retain accuracy %.3f (teacher %.3f)", step, acc, target)
-        return stop_within is not None and step > 0 and acc >= target - stop_within
+        value = retain_eval(s_net, precision, dev)[key]
+        log.info("distill step %d: student %s %.3f (teacher %.3f)", step, key, value, target)
+        return stop_within is not None and step > 0 and setting.METRICS.within(value, target, stop_within)
 
     steps = train(s_net, loss, tc, "distill", precision, dev, check=check, check_every=check_every)
     rec = make_record("distill", s_net, parent, stream.tokens_seen, frozen_tokens=stream.tokens_seen,
@@ -186,7 +187,7 @@ def relearn(model: str, attack: str, eval_data: str, out: str, lr: float, steps:
     if not_forget:
         raise ValueError(f"attack data {attack} holds retain operations {not_forget}; the attack must be forget-only")
     stream = PackedStream(tok, rows, batch_size, seq_len, seed)
-    evaluator = Evaluator(tok, read_jsonl(eval_data))
+    evaluator = setting_of(eval_data).evaluator(tok, read_jsonl(eval_data))
     curve = []
 
     def check(step: int) -> bool:
@@ -208,7 +209,8 @@ def evaluate(model: str, eval_data: str, curves: list[str], out: str, name: str,
     the last step: the LR with the highest forget accuracy, averaged over attack seeds), plus its compute."""
     dev = setup_runtime(threads, device)
     net, record = load_checkpoint(model)
-    before = Evaluator(load_tokenizer(model), read_jsonl(eval_data))(net.to(dev), precision, dev)
+    evaluator = setting_of(eval_data).evaluator(load_tokenizer(model), read_jsonl(eval_data))
+    before = evaluator(net.to(dev), precision, dev)
     rows = [{"model": name, "phase": "before", "metric": k, "value": v} for k, v in before.items()]
     if curves:
         wc = worst_case(load_curves(list(curves)))  # same worst case as the summary: mean over attack seeds

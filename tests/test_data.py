@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pipeline_py import arithmetic, stages
+from pipeline_py import arithmetic, settings, stages
 from pipeline_py.arithmetic import FORGET_OPS, HELDOUT_TEMPLATES, OPS, RETAIN_OPS, TRAIN_TEMPLATES
 from pipeline_py.batches import read_jsonl
 
@@ -150,7 +150,9 @@ def test_make_data_files_match_generate(splits, tiny_data):
     gen = arithmetic.generate(arithmetic.ArithmeticConfig(**TINY_DATA), 0)
     assert splits == gen
     manifest = json.loads((tiny_data / "manifest.json").read_text())
-    assert {k: v["examples"] for k, v in manifest["files"].items()} == {f"{s}.jsonl": len(v) for s, v in gen.items()}
+    counts = {k: v["examples"] for k, v in manifest["files"].items() if k.endswith(".jsonl")}
+    assert counts == {f"{s}.jsonl": len(v) for s, v in gen.items()}
+    assert manifest["setting"] == "arithmetic" and set(manifest["files"]) == set(counts) | {"tokenizer.json"}
 
 
 @pytest.mark.parametrize("bad", [{"add_max": 1}, {"eval_fraction": 0.0}, {"attack_fraction": 1.0}])
@@ -193,3 +195,16 @@ def test_tokenizer_round_trips_with_autotokenizer(tiny_data, splits, tok):
         assert hf.decode(ids) == text
         assert ids == tok.encode(text, add_special_tokens=False).ids
     assert (hf.pad_token_id, hf.bos_token_id, hf.eos_token_id) == (0, 1, 2)
+
+
+def test_setting_is_recorded_and_found_from_the_data_directory(tiny_data):
+    assert settings.setting_of(tiny_data / "eval.jsonl") is arithmetic
+    with pytest.raises(ValueError, match="unknown setting 'nope'.*arithmetic"):
+        settings.get_setting("nope")
+
+
+def test_metric_direction():
+    acc = settings.Metrics("acc_retain", "acc_forget", higher_is_better=True)
+    ce = settings.Metrics("ce_retain", "ce_forget", higher_is_better=False)
+    assert acc.within(0.76, 0.8, 0.05) and not acc.within(0.74, 0.8, 0.05) and acc.better(0.9, 0.8)
+    assert ce.within(1.04, 1.0, 0.05) and not ce.within(1.06, 1.0, 0.05) and ce.better(0.9, 1.0)

@@ -11,6 +11,7 @@ rule make_data:
         out_dir=lambda w, output: os.path.dirname(output.train),
         data=config["data"],
         seed=lambda w: int(w.seed),
+        setting=config["setting"],
     threads: ONE_CPU
     conda:
         "../envs/pipeline.yaml"
