@@ -1,0 +1,196 @@
+"""Speed of the pipeline on this machine: matmul peak, tokens/s and model-FLOPs utilisation (MFU) of the
+training steps, and the wall time of the tiny end-to-end workflow. A benchmark, not a test.
+
+    python -m pipeline_py.bench                              # arithmetic and language sizes, tiny e2e
+    python -m pipeline_py.bench --sizes tiny --steps 3 --no-e2e --out /tmp/bench.json   # smoke check
+
+Every step is timed through the pipeline's own loop (`train.train`) on batches built before timing:
+- pretrain: next-token CE on packed rows [B, T];
+- distill: the frozen teacher's forward under `inference_mode` plus the student's step on forward KL;
+- relearn: the attack's step (constant LR, the attack's batch size).
+Model FLOPs per token follow PaLM's count: 6·N + 12·L·D·T for a training step (N = parameters in
+matrix multiplies, the lm_head included, the embedding lookup not), 2·N + 4·L·D·T for a frozen forward.
+MFU = achieved model FLOP/s ÷ the measured dense matmul peak of the step's precision.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from .losses import forward_kl, token_ce
+from .model import ModelConfig, build_model
+from .tokenizer import build_tokenizer
+from .train import TrainConfig, autocast, cpu_has_bf16, setup_runtime, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Size:
+    model: ModelConfig
+    batch_size: int  # pretraining / distillation rows per step
+    seq_len: int  # tokens per row
+    attack_batch_size: int  # relearning rows per step
+
+
+def sizes() -> dict[str, Size]:
+    """The tiny smoke size, the default arithmetic study's model and the language setting's model, read
+    from config.yaml and configs/language.yaml so the benchmark follows the configs."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    vocab = build_tokenizer().get_vocab_size()
+    out = {
+        "tiny": Size(ModelConfig(vocab_size=vocab, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=64), 8, 32, 8),
+        "arithmetic": Size(ModelConfig(vocab_size=vocab, **cfg["model"]), cfg["pretrain"]["batch_size"],
+                           cfg["pretrain"]["seq_len"], cfg["attack"]["batch_size"]),
+    }
+    lang_file = ROOT / "configs" / "language.yaml"
+    if lang_file.is_file():
+        lang = yaml.safe_load(lang_file.read_text())
+        lang_vocab = lang.get("data", {}).get("vocab_size", 4096)
+        out["language"] = Size(ModelConfig(vocab_size=lang_vocab, **lang["model"]), lang["pretrain"]["batch_size"],
+                               lang["pretrain"]["seq_len"], lang["attack"]["batch_size"])
+    return out
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, min_time: float = 1.0) -> float:
+    """Dense n×n matmul throughput in FLOP/s (2n³ per product), best of repeated timings."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    torch.mm(a, b)
+    best, total, reps = 0.0, 0.0, 1
+    while total < min_time:
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        sync(device)
+        dt = time.perf_counter() - t0
+        total += dt
+        best = max(best, 2 * n**3 * reps / dt)
+        reps *= 2
+    return best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, train_step: bool) -> float:
+    """PaLM's model FLOPs per token: 6N + 12·L·D·T (training) or 2N + 4·L·D·T (forward only)."""
+    n = cfg.n_layers * (4 * cfg.d_model**2 + 3 * cfg.d_model * cfg.d_ff) + cfg.d_model * cfg.vocab_size
+    attn = cfg.n_layers * cfg.d_model * seq_len
+    return 6 * n + 12 * attn if train_step else 2 * n + 4 * attn
+
+
+def time_step(kind: str, size: Size, precision: str, device: torch.device, steps: int,
+              compile_model: bool = False) -> dict:
+    """Tokens/s and model FLOP/s of `steps` optimizer steps of one stage kind, after a short warm-up."""
+    cfg = size.model
+    B = size.attack_batch_size if kind == "relearn" else size.batch_size
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(4, cfg.vocab_size, (B, size.seq_len), generator=g).to(device) for _ in range(8)]
+    student = build_model(cfg, 0).to(device)
+    teacher = build_model(cfg, 1).to(device).requires_grad_(False) if kind == "distill" else None
+    if compile_model:
+        student.compile()
+        if teacher is not None:
+            teacher.compile()
+    it = iter(range(10**9))
+
+    def loss():
+        x = batches[next(it) % len(batches)]
+        if teacher is None:
+            return token_ce(student(x), x)
+        with torch.inference_mode(), autocast(precision, device):
+            t_logits = teacher(x)
+        return forward_kl(student(x), t_logits.clone(), x)
+
+    schedule = "constant" if kind == "relearn" else "cosine"
+    warm = 3 if not compile_model else 10
+    train(student, loss, TrainConfig(steps=warm, lr=1e-4, batch_size=B, seq_len=size.seq_len, log_every=10**6,
+                                     schedule=schedule), kind, precision, device)
+    sync(device)
+    t0 = time.perf_counter()
+    train(student, loss, TrainConfig(steps=steps, lr=1e-4, batch_size=B, seq_len=size.seq_len, log_every=10**6,
+                                     schedule=schedule), kind, precision, device)
+    sync(device)
+    dt = time.perf_counter() - t0
+    tokens = steps * B * size.seq_len
+    per_token = flops_per_token(cfg, size.seq_len, True)
+    if kind == "distill":
+        per_token += flops_per_token(cfg, size.seq_len, False)
+    return {"tokens_per_s": tokens / dt, "model_flops_per_s": tokens * per_token / dt, "seconds": dt,
+            "steps": steps, "batch_size": B, "seq_len": size.seq_len}
+
+
+def tiny_workflow_seconds(cores: int) -> float:
+    """Wall time of `snakemake pareto_plot` on configs/tiny.yaml from an empty results directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", "configs/tiny.yaml",
+               "--config", f"results={tmp}/results", "--directory", str(ROOT), "-q", "--", "pareto_plot"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+
+def run(size_names: list[str], steps: int, threads: int, device: str = "auto", e2e: bool = True,
+        compile_model: bool = False) -> dict:
+    dev = setup_runtime(threads, device)
+    native_bf16 = torch.cuda.is_bf16_supported() if dev.type == "cuda" else cpu_has_bf16()
+    peaks = {"fp32": matmul_peak(torch.float32, dev),  # emulated bf16 is ~100x slower: a smaller product
+             "bf16": matmul_peak(torch.bfloat16, dev, n=2048 if native_bf16 else 512)}
+    precisions = ["fp32", "bf16"] if native_bf16 else ["fp32"]  # emulated bf16 is never used for training
+    result = {"device": str(dev), "cpu_count": os.cpu_count(), "threads": threads, "native_bf16": native_bf16,
+              "torch": torch.__version__, "compile": compile_model, "peak_flops": peaks, "rows": []}
+    table = sizes()
+    for name in size_names:
+        if name not in table:
+            raise SystemExit(f"--sizes: unknown size {name!r}; known: {sorted(table)}")
+        for precision in precisions:
+            for kind in ("pretrain", "distill", "relearn"):
+                row = time_step(kind, table[name], precision, dev, steps, compile_model)
+                row.update(size=name, stage=kind, precision=precision, mfu=row["model_flops_per_s"] / peaks[precision],
+                           model=asdict(table[name].model))
+                result["rows"].append(row)
+                print(f"{name:11s} {kind:9s} {precision:5s} {row['tokens_per_s']:10.0f} tok/s "
+                      f"{row['model_flops_per_s'] / 1e9:8.2f} GFLOP/s  MFU {100 * row['mfu']:5.1f} %", flush=True)
+    if e2e:
+        result["tiny_workflow_seconds"] = tiny_workflow_seconds(max(1, threads))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m pipeline_py.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", nargs="+", default=["arithmetic", "language"], help="model sizes to time")
+    ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps per row")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the models")
+    ap.add_argument("--no-e2e", dest="e2e", action="store_false", help="skip the tiny workflow timing")
+    ap.add_argument("--out", default="results/bench.json", help="JSON file to write")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    names = [s for s in args.sizes if s in sizes() or s != "language"]  # language needs configs/language.yaml
+    res = run(names, args.steps, args.threads, args.device, args.e2e, args.compile)
+    print(f"matmul peak: fp32 {res['peak_flops']['fp32'] / 1e9:.1f} GFLOP/s, "
+          f"bf16 {res['peak_flops']['bf16'] / 1e9:.1f} GFLOP/s ({'native' if res['native_bf16'] else 'emulated'})")
+    if "tiny_workflow_seconds" in res:
+        print(f"tiny workflow (configs/tiny.yaml, pareto_plot): {res['tiny_workflow_seconds']:.1f} s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
