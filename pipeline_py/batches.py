@@ -75,6 +75,15 @@ class PackedStream:
         self.tokens_seen += need
         return {"input_ids": x, "labels": x.clone()}
 
+    def state_dict(self) -> dict:
+        """The stream's position: generator state, pending tokens, tokens served (for resuming)."""
+        return {"rng": self.rng.bit_generator.state, "buffer": list(self.buffer), "tokens_seen": self.tokens_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.buffer = list(state["buffer"])
+        self.tokens_seen = int(state["tokens_seen"])
+
 
 def pad_examples(ids: list[list[int]], prompt_lens: list[int]) -> dict[str, torch.Tensor]:
     """Right-pad examples into [N, T_max]; labels keep only answer tokens and EOS."""

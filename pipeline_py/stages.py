@@ -19,6 +19,7 @@ from .methods.base import n_tokens
 from .model import ModelConfig, build_model
 from .noise import check_alpha_beta, shrink_perturb
 from .report import load_curves, worst_case
+from .resume import Resume
 from .settings import get_setting, setting_of
 from .tokenizer import load_tokenizer
 from .train import TrainConfig, autocast, setup_runtime, train
@@ -63,8 +64,11 @@ def pretrain(data: str, out: str, model: dict, train_cfg: dict, precision: str =
     cfg, tc = ModelConfig(vocab_size=tok.get_vocab_size(), **model), TrainConfig(**train_cfg)
     net = build_model(cfg, seed).to(dev)
     stream = PackedStream(tok, read_jsonl(data), tc.batch_size, tc.seq_len, seed)
-    train(net, lambda: lm_loss(net, next(stream), dev), tc, "pretrain", precision, dev)
+    resume = Resume.for_stream(out, tc.save_every, stream, [data], stage="pretrain", model=cfg, train=tc,
+                               precision=precision, seed=seed)
+    train(net, lambda: lm_loss(net, next(stream), dev), tc, "pretrain", precision, dev, resume=resume)
     save_checkpoint(net, Path(data).parent, out, make_record("pretrain", net, None, stream.tokens_seen, data=data))
+    resume.clear()
 
 
 def to_device(batch: dict, dev) -> dict:
@@ -168,10 +172,14 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, tra
         log.info("distill step %d: student %s %.3f (teacher %.3f)", step, key, value, target)
         return stop_within is not None and step > 0 and setting.METRICS.within(value, target, stop_within)
 
-    steps = train(s_net, loss, tc, "distill", precision, dev, check=check, check_every=check_every)
+    resume = Resume.for_stream(out, tc.save_every, stream, [f"{d}/model.safetensors" for d in (teacher, student)]
+                               + [data, eval_data], stage="distill", train=tc, stop_within=stop_within,
+                               check_every=check_every, precision=precision, seed=seed)
+    steps = train(s_net, loss, tc, "distill", precision, dev, check=check, check_every=check_every, resume=resume)
     rec = make_record("distill", s_net, parent, stream.tokens_seen, frozen_tokens=stream.tokens_seen,
                       steps=steps, teacher=teacher)
     save_checkpoint(s_net, teacher, out, rec)
+    resume.clear()
 
 
 def relearn(model: str, attack: str, eval_data: str, out: str, lr: float, steps: int = 150,

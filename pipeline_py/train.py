@@ -7,9 +7,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from .resume import Resume
 
 log = logging.getLogger("pipeline_py")
 
@@ -29,11 +32,14 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decoupled weight decay (matrices only)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     log_every: int = 100  # steps between progress lines
+    save_every: int = 0  # steps between resume states (pipeline_py.resume); 0 = none
 
     def __post_init__(self):
         for key in ("steps", "batch_size", "seq_len"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
+        if not isinstance(self.save_every, int) or self.save_every < 0:
+            raise ValueError(f"save_every must be an integer >= 0 (0 = no resume states), got {self.save_every!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.schedule not in SCHEDULES:
@@ -84,25 +90,40 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, params=None) -> tor
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
+def check_weights(params: list[torch.Tensor], names: dict[int, str], stage: str, step: int,
+                  loss: torch.Tensor) -> None:
+    """Raise if any weight is NaN or infinite (one fused norm, one device sync per step)."""
+    if params and torch.isfinite(torch.nn.utils.get_total_norm(params)):
+        return
+    bad = next((p for p in params if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise FloatingPointError(f"{stage}: weight {names.get(id(bad), '?')} is NaN or inf after step {step} "
+                                 f"(loss {loss.item():.6g}); stopping, no checkpoint written")
+
+
 def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: TrainConfig, stage: str,
           precision: str = "bf16", device: torch.device = torch.device("cpu"), params=None,
           check: Callable[[int], bool] | None = None, check_every: int = 0,
-          backward: Callable[[torch.Tensor], None] | None = None) -> int:
+          backward: Callable[[torch.Tensor], None] | None = None, resume: Resume | None = None) -> int:
     """Run up to `cfg.steps` AdamW steps of `loss_fn()`; return the number of steps taken.
 
     `check(step)` runs at step 0, every `check_every` steps and after the last step; returning True
-    stops training (early stopping). A non-finite loss stops the stage with an error. `backward(loss)`
-    fills the gradients of a step (default `loss.backward()`; a SAM step re-evaluates the loss at
-    perturbed weights there). `params` (default all) are the parameters the optimizer updates.
+    stops training (early stopping). A non-finite loss, or a non-finite weight after a step, stops the
+    stage with an error naming the stage, the step and the loss. `backward(loss)` fills the gradients of
+    a step (default `loss.backward()`; a SAM step re-evaluates the loss at perturbed weights there).
+    `params` (default all) are the parameters the optimizer updates. With `resume`, training continues
+    from a saved state when there is one and saves its state every `resume.every` steps.
     """
     model.to(device).train()
     opt = make_optimizer(model, cfg, params)
     trainable = [p for g in opt.param_groups for p in g["params"]]
-    t0, step = time.time(), 0
-    if check and check(0):
+    names = {id(p): n for n, p in model.named_parameters()}
+    start = resume.restore(model, opt) if resume else 0
+    t0, step = time.time(), start
+    if start == 0 and check and check(0):
         model.eval()
         return 0
-    for step in range(1, cfg.steps + 1):
+    for step in range(start + 1, cfg.steps + 1):
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step - 1)
         opt.zero_grad(set_to_none=True)
@@ -117,15 +138,18 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
+        check_weights(trainable, names, stage, step, loss)
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.info("%s step %d/%d loss %.4f lr %.2e %.1f steps/s", stage, step, cfg.steps, loss.item(),
-                     opt.param_groups[0]["lr"], step / (time.time() - t0))
+                     opt.param_groups[0]["lr"], (step - start) / (time.time() - t0))
         if check and ((check_every and step % check_every == 0) or step == cfg.steps):
             model.eval()
             stop = check(step)
             model.train()
             if stop:
                 break
+        if resume and resume.due(step, cfg.steps):
+            resume.save(model, opt, step)
     model.eval()
     return step
 
