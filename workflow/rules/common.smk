@@ -1,8 +1,7 @@
 # Paths, the list of models of the study, and checks the schema cannot express.
 import os
 
-from pipeline_py.methods import get_method
-from pipeline_py.noise import check_alpha_beta
+from pipeline_py.config_checks import check_config
 
 R = f"{config['results']}/{config['setting']}"  # every output of this setting
 S = f"{R}/seed{{seed}}"  # one seed's data, models, attacks and metrics
@@ -16,11 +15,9 @@ wildcard_constraints:
     aseed=r"\d+",
     model=r"(base|oracle)(/[a-z][a-z0-9_]*(/undo_(a[0-9.e-]+_b[0-9.e-]+|fresh))?)?",
 
-# Fail at DAG build time, naming the key, for what JSON schema cannot check.
-for _name, _params in config["unlearn"]["methods"].items():
-    get_method(_name, _params)
-for _alpha in config["noise"]["alphas"]:
-    check_alpha_beta(_alpha, config["noise"]["beta"])
+# Fail at DAG build time, naming the key, for what JSON schema cannot check (method hyperparameters,
+# alpha/beta, values that depend on each other).
+check_config(config)
 
 
 def inits():
