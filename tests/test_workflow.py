@@ -100,15 +100,27 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
 
 # ------------------------------------------------------------------- bad configs fail at DAG build
 
-BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must appear in the error output)
-    "alpha_above_one": ("noise: {alphas: [1.5], beta: 0.1, fresh_init: true}", ["alphas", "1.5"]),
-    "unknown_top_level_key": ("bogus_key: 1", ["bogus_key"]),
-    "unknown_method": ("unlearn: {batch_size: 8, methods: {nope: {}}}", ["unlearn.methods", "nope"]),
-    "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps"]),
-    "empty_attack_lrs": ("attack: {lrs: [], seeds: [0], steps: 10, eval_every: 5}", ["attack", "lrs", "[]"]),
+BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must appear in the error output:
+    # the key path, the bad value, what is allowed)
+    "alpha_above_one": ("noise: {alphas: [1.5], beta: 0.1, fresh_init: true}", ["alphas", "1.5", "maximum of 1"]),
+    "unknown_top_level_key": ("bogus_key: 1", ["bogus_key", "Additional properties are not allowed"]),
+    "unknown_nested_key": ("distill: {stepz: 5}", ["distill", "stepz", "Additional properties are not allowed"]),
+    "wrong_type": ("pretrain: {steps: many}", ["['pretrain']['steps']", "many", "is not of type 'integer'"]),
+    "unknown_setting": ("setting: language", ["['setting']", "language", "['arithmetic']"]),
+    "unknown_method": ("unlearn: {batch_size: 8, methods: {nope: {}}}", ["unlearn.methods", "nope", "available"]),
+    "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps", "minimum of 1"]),
+    "negative_save_every": ("pretrain: {save_every: -1}", ["['pretrain']['save_every']", "-1", "minimum of 0"]),
+    "empty_attack_lrs": ("attack: {lrs: [], seeds: [0], steps: 10, eval_every: 5}", ["attack", "lrs", "[]",
+                                                                                     "non-empty"]),
     "unknown_method_hyperparameter": ("unlearn: {methods: {maxent: {steps: 5, lr: 3.0e-4, temperature: 2.0}}}",
                                       ["unlearn.methods.maxent", "temperature"]),
-    "negative_beta": ("noise: {alphas: [0.5], beta: -0.2}", ["beta", "-0.2"]),
+    "negative_beta": ("noise: {alphas: [0.5], beta: -0.2}", ["beta", "-0.2", "minimum of 0"]),
+    # combinations each valid alone, impossible together (checked by pipeline_py.config_checks)
+    "heads_do_not_divide_width": ("model: {d_model: 30, n_heads: 4}", ["model.d_model", "30", "divisible by model.n_heads"]),
+    "sequence_longer_than_context": ("attack: {seq_len: 128}", ["attack.seq_len", "128", "model.max_len = 64",
+                                                                "allowed: 1..64"]),
+    "budget_beyond_attack": ("report: {budgets: [0, 50]}", ["report.budgets", "[50]", "attack.steps = 10",
+                                                            "allowed: 0..10"]),
 }
 
 
