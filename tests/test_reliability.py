@@ -1,0 +1,164 @@
+"""Failures injected into real stages and a real Snakemake run: NaN/inf losses and weights stop a stage
+naming stage, step and loss and write no checkpoint; a pretraining job killed with SIGKILL after its
+first resume save is rerun by Snakemake (--rerun-incomplete), resumes, and ends with the same weights
+and metrics as an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from torch import nn
+
+from pipeline_py import stages
+from pipeline_py.checkpoint import make_record, save_checkpoint
+from pipeline_py.model import build_model
+from pipeline_py.resume import RESUME_NAME
+from pipeline_py.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 64}
+
+
+# ------------------------------------------------------------------------------- numerical guards
+
+
+def test_divergent_lr_stops_pretraining_without_a_checkpoint(tiny_data, tmp_path):
+    """lr = 1e12 blows the weights up; the loss turns NaN at step 2 and the stage stops naming itself, the
+    step and the loss; the output directory holds no model.safetensors (and no resume state of NaNs)."""
+    out = tmp_path / "diverged"
+    with pytest.raises(FloatingPointError, match=r"^pretrain: loss is nan at step 2"):
+        stages.pretrain(str(tiny_data / "train.jsonl"), str(out), MODEL,
+                        {"steps": 30, "lr": 1e12, "batch_size": 4, "seq_len": 32, "save_every": 1},
+                        precision="fp32", device="cpu")
+    torch.set_num_threads(1)
+    assert not (out / "model.safetensors").exists()
+    state = torch.load(out / RESUME_NAME, weights_only=True)  # the last good state, after step 1
+    assert state["step"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_forced_nan_in_distillation_stops_at_that_step(tiny_data, tiny_cfg, tmp_path, monkeypatch):
+    """The distillation loss forced to NaN at step 6 stops the stage at step 6; no checkpoint is written and
+    the resume state stays at the last good save (step 4)."""
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    for path, seed in ((teacher, 0), (student, 1)):
+        m = build_model(tiny_cfg, seed)
+        save_checkpoint(m, tiny_data, path, make_record("test", m, None, 0))
+    real, calls = stages.forward_kl, []
+
+    def nan_at_6(*a, **k):
+        calls.append(1)
+        value = real(*a, **k)
+        return value * float("nan") if len(calls) == 6 else value
+
+    monkeypatch.setattr(stages, "forward_kl", nan_at_6)
+    out = tmp_path / "out"
+    with pytest.raises(FloatingPointError, match=r"^distill: loss is nan at step 6"):
+        stages.distill(str(teacher), str(student), str(tiny_data / "train.jsonl"), str(tiny_data / "eval.jsonl"),
+                       str(out), {"steps": 10, "lr": 1e-3, "batch_size": 2, "seq_len": 16, "save_every": 4},
+                       stop_within=None, precision="fp32", device="cpu")
+    torch.set_num_threads(1)
+    assert not (out / "model.safetensors").exists()
+    assert torch.load(out / RESUME_NAME, weights_only=True)["step"] == 4
+
+
+def test_inf_weight_with_a_finite_loss_stops_training():
+    """A weight that turns inf while the loss of that step is still finite stops training after that step,
+    naming the parameter, the step and the loss."""
+    lin = nn.Linear(3, 2)
+    calls = []
+
+    def loss():
+        calls.append(1)
+        value = (lin(torch.ones(1, 3)) ** 2).sum()
+        if len(calls) == 4:
+            lin.weight.data[0, 0] = float("inf")  # corrupted after the forward pass
+        return value
+
+    with pytest.raises(FloatingPointError, match=r"^unlearn\[npo\]: weight weight is NaN or inf after step 4 \(loss "):
+        train(lin, loss, TrainConfig(steps=10, lr=1e-3), "unlearn[npo]", "fp32")
+    assert len(calls) == 4
+
+
+# ------------------------------------------------------------------- SIGKILL, then rerun by Snakemake
+
+KILL_CONFIG = {"pretrain": {"steps": 150, "save_every": 10}}  # layered over configs/tiny.yaml
+
+
+def snakemake(workdir: Path, target: str, *extra: str, config: Path, results: Path, **popen) -> subprocess.Popen:
+    """`snakemake TARGET` of the tiny study in its own working directory (its own .snakemake/ and locks)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", target, *extra, "--configfile", str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
+           str(config), "--config", f"results={results}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **popen)
+
+
+def finish(p: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = p.communicate(timeout=timeout)
+    assert p.returncode == 0, out[-8000:]
+    return out
+
+
+@pytest.mark.e2e
+def test_sigkilled_pretraining_reruns_to_the_same_result(tmp_path):
+    config = tmp_path / "kill.yaml"
+    config.write_text(yaml.safe_dump(KILL_CONFIG))
+    runs = {}
+    for name in ("ref", "killed"):
+        (tmp_path / name).mkdir()
+        results = tmp_path / name / "results"
+        target = str(results / "arithmetic" / "seed0" / "models" / "base" / "model.safetensors")
+        runs[name] = (results, target)
+    ref_results, ref_target = runs["ref"]
+    results, target = runs["killed"]
+    base = Path(target).parent
+    ref = snakemake(tmp_path / "ref", ref_target, config=config, results=ref_results)
+    victim = snakemake(tmp_path / "killed", target, config=config, results=results, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not (base / RESUME_NAME).exists():  # the first resume save (atomic: complete once visible)
+            assert victim.poll() is None, f"the run ended before its first resume save:\n{victim.stdout.read()}"
+            assert time.time() < deadline, "no resume state within 300 s"
+            time.sleep(0.02)
+        os.killpg(victim.pid, signal.SIGKILL)  # snakemake and its job, at once
+        victim.wait(timeout=60)
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert not (base / "model.safetensors").exists(), "the job finished before the kill: nothing was tested"
+    killed_at = torch.load(base / RESUME_NAME, weights_only=True)["step"]
+    assert 10 <= killed_at < 150
+
+    finish(snakemake(tmp_path / "killed", target, "--unlock", config=config, results=results))  # lock of the killed run
+    finish(snakemake(tmp_path / "killed", target, "--rerun-incomplete", config=config, results=results))
+    finish(ref)
+    log = (results / "arithmetic" / "seed0" / "logs" / "pretrain.log").read_text()
+    assert "resumed from" in log and f"at step {killed_at}" in log, log
+    assert not (base / RESUME_NAME).exists()
+    assert not [p.name for p in base.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+    ref_base = Path(ref_target).parent
+    a, b = load_file(base / "model.safetensors"), load_file(ref_base / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rec, ref_rec = (json.loads((d / "record.json").read_text()) for d in (base, ref_base))
+    assert rec.pop("data") != ref_rec.pop("data") and rec == ref_rec  # same tokens and FLOPs; own data paths
+    metrics = []
+    for d in (base, ref_base):  # the evaluate stage's metrics before any attack
+        stages.evaluate(str(d), str(d.parents[1] / "data" / "eval.jsonl"), [], str(d / "eval.csv"), "base",
+                        precision="fp32", device="cpu")
+        metrics.append(pd.read_csv(d / "eval.csv"))
+    torch.set_num_threads(1)
+    pd.testing.assert_frame_equal(metrics[0], metrics[1], check_exact=True)
+    assert set(metrics[0].metric) >= {"acc_forget", "acc_retain"}
