@@ -49,6 +49,8 @@ def save_checkpoint(model: CausalLM, tokenizer_dir: str | Path, out_dir: str | P
     out_dir = Path(out_dir)
     check_finite(model, f"saving {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".ckpt-*"):  # left by a save that was killed; only this job writes here
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=out_dir))
     try:
         state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}

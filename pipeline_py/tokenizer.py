@@ -6,7 +6,10 @@ so `AutoTokenizer.from_pretrained(checkpoint)` works. Training jobs read `tokeni
 """
 from __future__ import annotations
 
+import os
+import shutil
 import string
+import tempfile
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -30,12 +33,21 @@ def build_tokenizer(charset: str = CHARSET) -> Tokenizer:
 
 
 def save_tokenizer(tok: Tokenizer, directory: str | Path) -> None:
-    """Write the files `AutoTokenizer.from_pretrained` reads."""
+    """Write the files `AutoTokenizer.from_pretrained` reads: into a temporary directory first, then each
+    renamed into place, so a killed job never leaves a half-written tokenizer.json."""
     from transformers import PreTrainedTokenizerFast  # only make_data pays for this import
 
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS,
                                    unk_token=UNK)
-    fast.save_pretrained(str(directory))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=directory))
+    try:
+        fast.save_pretrained(str(tmp))
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "tokenizer.json"):  # tokenizer.json last
+            os.replace(f, directory / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:

@@ -89,6 +89,62 @@ def test_inf_weight_with_a_finite_loss_stops_training():
     assert len(calls) == 4
 
 
+# ----------------------------------------------------------------------------- atomic outputs
+
+
+class Killed(BaseException):
+    """Stands in for a kill between two file operations (not an Exception: nothing may catch it)."""
+
+
+def interrupt_nth_replace(monkeypatch, module, n: int) -> None:
+    """Make `module`'s os.replace raise Killed on its n-th call (0-based); earlier calls go through."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == n + 1:
+            raise Killed(str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(module.os, "replace", replace)
+
+
+def test_checkpoint_interrupted_at_any_file_is_never_taken_for_complete(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+    """A save interrupted before each of its renames leaves no model.safetensors, so neither Snakemake (the
+    rule's output) nor load_checkpoint takes it for a checkpoint; the next save removes the leftovers."""
+    from pipeline_py import checkpoint
+    from pipeline_py.checkpoint import load_checkpoint
+
+    model = build_model(tiny_cfg, 0)
+    save_checkpoint(model, tiny_data, tmp_path / "ref", {})
+    n_files = len(os.listdir(tmp_path / "ref"))
+    for n in range(n_files):
+        out = tmp_path / f"cut{n}"
+        with monkeypatch.context() as m:
+            interrupt_nth_replace(m, checkpoint, n)
+            with pytest.raises(Killed):
+                save_checkpoint(model, tiny_data, out, {})
+        assert not (out / "model.safetensors").exists(), n
+        with pytest.raises(FileNotFoundError, match="incomplete checkpoint"):
+            load_checkpoint(out)
+        (out / ".ckpt-stale").mkdir()  # what a SIGKILL (no `finally`) would leave
+        save_checkpoint(model, tiny_data, out, {})
+        assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "ref")), n
+
+
+def test_tokenizer_interrupted_mid_save_leaves_no_tokenizer_json(tmp_path, monkeypatch):
+    from pipeline_py import tokenizer
+
+    with monkeypatch.context() as m:
+        interrupt_nth_replace(m, tokenizer, 1)
+        with pytest.raises(Killed):
+            tokenizer.save_tokenizer(tokenizer.build_tokenizer(), tmp_path)
+    assert not (tmp_path / "tokenizer.json").exists()
+    tokenizer.save_tokenizer(tokenizer.build_tokenizer(), tmp_path)
+    assert tokenizer.load_tokenizer(tmp_path).get_vocab_size() > 4
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 # ------------------------------------------------------------------- SIGKILL, then rerun by Snakemake
 
 KILL_CONFIG = {"pretrain": {"steps": 150, "save_every": 10}}  # layered over configs/tiny.yaml
