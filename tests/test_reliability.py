@@ -89,6 +89,26 @@ def test_inf_weight_with_a_finite_loss_stops_training():
     assert len(calls) == 4
 
 
+# ---------------------------------------------------------------------------------- determinism
+
+
+def test_attack_stage_twice_gives_identical_metrics(tiny_cfg, tiny_data, tmp_path):
+    """The relearn stage (training plus evaluation every 3 steps) run twice with one seed writes the same
+    curve, value for value; another attack seed changes it (so the comparison can fail)."""
+    model = build_model(tiny_cfg, 0)
+    save_checkpoint(model, tiny_data, tmp_path / "m", {})
+    curves = []
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        stages.relearn(str(tmp_path / "m"), str(tiny_data / "attack.jsonl"), str(tiny_data / "eval.jsonl"),
+                       str(tmp_path / f"{run}.csv"), lr=3e-3, steps=6, eval_every=3, batch_size=4, seq_len=32,
+                       seed=seed, precision="fp32", device="cpu")
+        curves.append(pd.read_csv(tmp_path / f"{run}.csv"))
+    torch.set_num_threads(1)
+    assert sorted(set(curves[0].step)) == [0, 3, 6]
+    pd.testing.assert_frame_equal(curves[0], curves[1], check_exact=True)
+    assert not curves[0].value.equals(curves[2].value)
+
+
 # ----------------------------------------------------------------------------- atomic outputs
 
 
