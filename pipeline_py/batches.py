@@ -28,8 +28,14 @@ def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing data file {path}: run make_data/filter_data first")
+    rows = []
     with path.open() as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:  # e.g. a file cut short by a copy that was killed
+                    raise ValueError(f"corrupt data file {path}, line {n}: {e}") from None
     if not rows:
         raise ValueError(f"data file {path} holds no examples")
     return rows

@@ -165,6 +165,31 @@ def test_tokenizer_interrupted_mid_save_leaves_no_tokenizer_json(tmp_path, monke
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_stage_given_a_truncated_checkpoint_names_the_file(tiny_cfg, tiny_data, tmp_path):
+    """A downstream stage (noise) reading a checkpoint whose weights were cut short fails naming the file,
+    and writes nothing."""
+    model = build_model(tiny_cfg, 0)
+    save_checkpoint(model, tiny_data, tmp_path / "teacher", {})
+    weights = tmp_path / "teacher" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match=f"corrupt checkpoint weights {weights}"):
+        stages.noise(str(tmp_path / "teacher"), str(tmp_path / "noised"), alpha=0.5)
+    assert not (tmp_path / "noised").exists()
+
+
+def test_truncated_data_file_names_file_and_line(tiny_data, tmp_path):
+    from pipeline_py.batches import read_jsonl
+
+    text = (tiny_data / "train.jsonl").read_text()
+    cut = tmp_path / "train.jsonl"
+    cut.write_text(text[: len(text) // 2])  # most likely mid-line; make sure
+    if text[len(text) // 2 - 1] == "\n":
+        cut.write_text(text[: len(text) // 2 + 3])
+    n_lines = cut.read_text().count("\n") + 1
+    with pytest.raises(ValueError, match=f"corrupt data file {cut}, line {n_lines}"):
+        read_jsonl(cut)
+
+
 # ------------------------------------------------------------------- SIGKILL, then rerun by Snakemake
 
 KILL_CONFIG = {"pretrain": {"steps": 150, "save_every": 10}}  # layered over configs/tiny.yaml
