@@ -1,7 +1,7 @@
 """Resumable training: a long stage saves its whole training state every N steps, and a restarted job
 continues from it instead of starting over.
 
-The state file lies next to the stage's output directory's files but is not an output of the rule:
+The state file lies in the stage's output directory, beside the rule's outputs but not one of them:
 Snakemake deletes the outputs of a killed (incomplete) job before rerunning it, and leaves this file
 alone. It holds everything the next step depends on, so a resumed run reproduces the uninterrupted one
 bit for bit on CPU:
