@@ -58,10 +58,15 @@ def tokenize_examples(tok, rows: list[dict]) -> tuple[list[list[int]], list[int]
 class PackedStream:
     """Infinite packed LM batches of shape [batch_size, seq_len], reproducible from `seed`."""
 
-    def __init__(self, tok, rows: list[dict], batch_size: int, seq_len: int, seed: int, balance: bool = True):
+    def __init__(self, tok, rows: list[dict], batch_size: int, seq_len: int, seed: int, balance: bool = True,
+                 weights: list[float] | None = None):
+        """`weights` (one per row, optional) replace the per-operation balancing as sampling weights."""
         self.ids, _ = tokenize_examples(tok, rows)
         counts = Counter(r["op"] for r in rows)
-        w = np.array([1.0 / counts[r["op"]] if balance else 1.0 for r in rows])
+        if weights is not None:
+            w = np.asarray(weights, dtype=float)
+        else:
+            w = np.array([1.0 / counts[r["op"]] if balance else 1.0 for r in rows])
         self.p = w / w.sum()  # each operation contributes equally when balanced
         self.B, self.T = batch_size, seq_len
         self.rng = np.random.default_rng(seed)
