@@ -95,9 +95,13 @@ def load_checkpoint(ckpt_dir: str | Path) -> tuple[CausalLM, dict]:
 
 
 def make_record(stage: str, model: CausalLM, parent: dict | None, trained_tokens: int,
-                frozen_tokens: int = 0, **extra) -> dict:
-    """FLOPs ≈ 6·N·(tokens trained) + 2·N·(tokens through a frozen forward: teacher, reference)."""
+                frozen_tokens: int = 0, labeled_examples: int = 0, **extra) -> dict:
+    """FLOPs ≈ 6·N·(tokens trained) + 2·N·(tokens through a forward without backward: teacher, reference,
+    evaluation checks). Lineage sums add the parent's: FLOPs and labeled examples read (forget/retain labels)."""
     n = n_params(model)
     flops = 6 * n * trained_tokens + 2 * n * frozen_tokens
+    parent = parent or {}
     return {"stage": stage, "n_params": n, "trained_tokens": trained_tokens, "frozen_tokens": frozen_tokens,
-            "flops": flops, "lineage_flops": flops + (parent or {}).get("lineage_flops", 0), **extra}
+            "flops": flops, "lineage_flops": flops + parent.get("lineage_flops", 0),
+            "labeled_examples": labeled_examples,
+            "lineage_labeled_examples": labeled_examples + parent.get("lineage_labeled_examples", 0), **extra}

@@ -31,6 +31,8 @@ class Evaluator:
             ids, plen = tokenize_examples(tok, op_rows)
             self.batches[op] = [pad_examples(ids[i: i + batch_size], plen[i: i + batch_size])
                                 for i in range(0, len(ids), batch_size)]
+        # positions one evaluation pushes through the model, padding included (its compute: 2·N per token)
+        self.tokens = sum(b["input_ids"].numel() for bs in self.batches.values() for b in bs)
 
     @torch.inference_mode()
     def __call__(self, model, precision: str = "fp32", device=torch.device("cpu")) -> dict[str, float]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .attack_data import attack_mixture
 from .batches import ExampleBatches, PackedStream, read_jsonl, write_jsonl
 from .checkpoint import atomic_path, load_checkpoint, make_record, save_checkpoint
 from .losses import forward_kl, token_ce
@@ -63,11 +64,13 @@ def pretrain(data: str, out: str, model: dict, train_cfg: dict, precision: str =
     tok = load_tokenizer(Path(data).parent)
     cfg, tc = ModelConfig(vocab_size=tok.get_vocab_size(), **model), TrainConfig(**train_cfg)
     net = build_model(cfg, seed).to(dev)
-    stream = PackedStream(tok, read_jsonl(data), tc.batch_size, tc.seq_len, seed)
+    rows = read_jsonl(data)
+    stream = PackedStream(tok, rows, tc.batch_size, tc.seq_len, seed)
     resume = Resume.for_stream(out, tc.save_every, stream, [data], stage="pretrain", model=cfg, train=tc,
                                precision=precision, seed=seed)
     train(net, lambda: lm_loss(net, next(stream), dev), tc, "pretrain", precision, dev, resume=resume)
-    save_checkpoint(net, Path(data).parent, out, make_record("pretrain", net, None, stream.tokens_seen, data=data))
+    rec = make_record("pretrain", net, None, stream.tokens_seen, data=data, data_examples=len(rows))
+    save_checkpoint(net, Path(data).parent, out, rec)
     resume.clear()
 
 
@@ -96,8 +99,10 @@ def unlearn(base: str, forget: str, retain: str, out: str, method: str, params: 
     for p in trainable:
         p.requires_grad_(True)
     tok = load_tokenizer(base)
-    f_batches = ExampleBatches(tok, read_jsonl(forget), batch_size, seed)
+    f_rows = read_jsonl(forget)
+    f_batches = ExampleBatches(tok, f_rows, batch_size, seed)
     r_batches = ExampleBatches(tok, read_jsonl(retain), batch_size, seed + 1)
+    labeled = len(f_rows) + (len(r_batches.ids) if m.uses_retain else 0)  # labeled examples the method reads
     cur = {"trained_tokens": 0, "loss": None}
 
     def evaluate():  # the loss on the current batches
@@ -126,7 +131,7 @@ def unlearn(base: str, forget: str, retain: str, out: str, method: str, params: 
                   check_every=1, backward=lambda value: m.backward(value, recompute, trainable))
     net.requires_grad_(True)
     rec = make_record("unlearn", net, parent, cur["trained_tokens"], frozen_tokens=m.run.frozen_tokens,
-                      method=method, params=params, steps=steps)
+                      labeled_examples=labeled, method=method, params=params, steps=steps)
     save_checkpoint(net, base, out, rec)
 
 
@@ -143,11 +148,15 @@ def noise(teacher: str, out: str, alpha: float | None, beta: float = 0.1, seed: 
 
 def distill(teacher: str, student: str, data: str, eval_data: str, out: str, train_cfg: dict,
             stop_within: float | None = 0.05, check_every: int = 50, precision: str = "bf16", seed: int = 0,
-            threads: int = 1, device: str = "auto") -> None:
+            threads: int = 1, device: str = "auto", teacher_in_lineage: bool = True) -> None:
     """Forward KL(teacher ‖ student) on the unlabeled pretraining mixture (forget data included);
-    stops early once the student's retain metric (the setting's) is within `stop_within` of the teacher's."""
+    stops early once the student's retain metric (the setting's) is within `stop_within` of the teacher's.
+
+    FLOPs: student tokens trained, teacher tokens and the retain checks' tokens as forwards. The lineage
+    adds the teacher's own lineage when the student does not descend from the teacher
+    (`teacher_in_lineage` False: the oracle distilled into the base)."""
     dev = setup_runtime(threads, device)
-    t_net, _ = load_checkpoint(teacher)
+    t_net, t_record = load_checkpoint(teacher)
     s_net, parent = load_checkpoint(student)
     t_net.to(dev).requires_grad_(False)
     tok = load_tokenizer(teacher)
@@ -176,25 +185,33 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, tra
                                + [data, eval_data], stage="distill", train=tc, stop_within=stop_within,
                                check_every=check_every, precision=precision, seed=seed)
     steps = train(s_net, loss, tc, "distill", precision, dev, check=check, check_every=check_every, resume=resume)
-    rec = make_record("distill", s_net, parent, stream.tokens_seen, frozen_tokens=stream.tokens_seen,
-                      steps=steps, teacher=teacher)
+    # retain checks as train() runs them (step 0, every check_every steps, the last step) plus the teacher's
+    # one, counted from the steps taken so a resumed run counts what an uninterrupted one would
+    n_checks = 1 + steps // check_every + (steps % check_every != 0) + 1
+    eval_tokens = n_checks * getattr(retain_eval, "tokens", 0)  # an evaluator that does not count adds none
+    if not teacher_in_lineage:
+        parent = {**parent, "lineage_flops": parent.get("lineage_flops", 0) + t_record.get("lineage_flops", 0),
+                  "lineage_labeled_examples": parent.get("lineage_labeled_examples", 0)
+                  + t_record.get("lineage_labeled_examples", 0)}
+    rec = make_record("distill", s_net, parent, stream.tokens_seen, frozen_tokens=stream.tokens_seen + eval_tokens,
+                      steps=steps, teacher=teacher, eval_tokens=eval_tokens)
     save_checkpoint(s_net, teacher, out, rec)
     resume.clear()
 
 
 def relearn(model: str, attack: str, eval_data: str, out: str, lr: float, steps: int = 150,
             eval_every: int = 10, batch_size: int = 16, seq_len: int = 64, seed: int = 0,
-            precision: str = "bf16", threads: int = 1, device: str = "auto") -> None:
-    """The relearning attack: AdamW at constant `lr` on forget data only, evaluated every `eval_every`
-    steps from step 0. Writes the whole curve as a tidy CSV (step, metric, value)."""
+            precision: str = "bf16", threads: int = 1, device: str = "auto", data: str = "forget",
+            retain: str | None = None, mix_forget_fraction: float = 0.5) -> None:
+    """The relearning attack: AdamW at constant `lr` on forget data (`data` 'forget') or on a mix of forget
+    and retain data (`data` 'mix': a `mix_forget_fraction` share of forget examples, the rest retain
+    examples from `retain`), evaluated every `eval_every` steps from step 0. Writes the whole curve as a
+    tidy CSV (step, metric, value, lr, seed, data)."""
     dev = setup_runtime(threads, device)
     net, _ = load_checkpoint(model)
     tok = load_tokenizer(model)
-    rows = read_jsonl(attack)
-    not_forget = sorted({r["op"] for r in rows if not r["forget"]})
-    if not_forget:
-        raise ValueError(f"attack data {attack} holds retain operations {not_forget}; the attack must be forget-only")
-    stream = PackedStream(tok, rows, batch_size, seq_len, seed)
+    rows, weights = attack_mixture(attack, data, retain, mix_forget_fraction)
+    stream = PackedStream(tok, rows, batch_size, seq_len, seed, weights=weights)
     evaluator = setting_of(eval_data).evaluator(tok, read_jsonl(eval_data))
     curve = []
 
@@ -206,25 +223,26 @@ def relearn(model: str, attack: str, eval_data: str, out: str, lr: float, steps:
                      weight_decay=0.0, grad_clip=1.0, log_every=max(1, steps // 5))
     train(net, lambda: lm_loss(net, next(stream), dev), tc, f"relearn[lr={lr}]", precision, dev,
           check=check, check_every=eval_every)
-    df = pd.DataFrame(curve).assign(lr=lr, seed=seed)
+    df = pd.DataFrame(curve).assign(lr=lr, seed=seed, data=data)
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)
 
 
 def evaluate(model: str, eval_data: str, curves: list[str], out: str, name: str, precision: str = "bf16",
-             threads: int = 1, device: str = "auto") -> None:
-    """Metrics of one model before the attack (full eval set) and after it (worst case over the LR grid at
-    the last step: the LR with the highest forget accuracy, averaged over attack seeds), plus its compute."""
+             threads: int = 1, device: str = "auto", forget_metric: str = "acc_forget",
+             higher_is_better: bool = True) -> None:
+    """Metrics of one model before the attack (full eval set) and after it (worst case over the LR grid and
+    data choices at the last step, forget metric averaged over attack seeds), plus its compute."""
     dev = setup_runtime(threads, device)
     net, record = load_checkpoint(model)
     evaluator = setting_of(eval_data).evaluator(load_tokenizer(model), read_jsonl(eval_data))
     before = evaluator(net.to(dev), precision, dev)
     rows = [{"model": name, "phase": "before", "metric": k, "value": v} for k, v in before.items()]
     if curves:
-        wc = worst_case(load_curves(list(curves)))  # same worst case as the summary: mean over attack seeds
-        last = wc.loc[wc.step.idxmax()].drop(["seed", "model", "step", "lr"])
+        wc = worst_case(load_curves(list(curves)), forget_metric, higher_is_better)
+        last = wc.loc[wc.step.idxmax()].drop(["seed", "model", "step", "lr", "data", "forget_std", "n_aseeds"])
         rows += [{"model": name, "phase": "after", "metric": k, "value": float(v)} for k, v in last.items()]
     rows += [{"model": name, "phase": "compute", "metric": k, "value": float(record.get(k, 0))}
-             for k in ("flops", "lineage_flops", "trained_tokens")]
+             for k in ("flops", "lineage_flops", "trained_tokens", "lineage_labeled_examples")]
     with atomic_path(out) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
