@@ -16,11 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from . import report, stages
+from . import figures, report, stages
 
 STAGES = {name: getattr(stages, name) for name in
           ("make_data", "filter_data", "pretrain", "unlearn", "noise", "distill", "relearn", "evaluate")}
-STAGES["pareto_plot"] = report.pareto_plot
+STAGES["summarize"] = report.summarize
+STAGES["pareto_plot"] = figures.pareto_plot
 
 
 def setup_logging(log_file: str | None = None) -> None:

@@ -1,6 +1,13 @@
-"""Aggregation and figures: worst-case attack curves, the summary table, the paper's three figures."""
+"""Aggregation: worst-case attack curves, the summary tables, the compute ledger and labeled-data accounting.
+
+Generic in the headline metric: every function takes the forget and retain metric names and
+`higher_is_better` (arithmetic: acc_forget / acc_retain, higher is better; a cross-entropy setting uses
+ce_forget / ce_retain with higher_is_better False, so the worst case is the *lowest* forget CE).
+The figures are drawn from the tables written here by `pipeline_py.figures`.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -8,26 +15,31 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoint import atomic_path
+from .robustness import curve_area, robustness_ratio, steps_to_recover
 
 log = logging.getLogger("pipeline_py")
-# results/<setting>/seed<N>/attack/<model>/lr<lr>_s<k>.csv and .../seed<N>/eval/<model>.csv; the leading
-# greedy .* makes the last seed<N>/ of the path count, whatever the results root is called
-_CURVE = re.compile(r".*/seed(\d+)/attack/(.+)/lr[^/]+\.csv")
+# results/<setting>/seed<N>/attack/<model>/[<data>_]lr<lr>_s<k>.csv and .../seed<N>/eval/<model>.csv; the
+# leading greedy .* makes the last seed<N>/ of the path count, whatever the results root is called
+_CURVE = re.compile(r".*/seed(\d+)/attack/(.+)/(?:([a-z]+)_)?lr[^/]+\.csv")
 _EVAL = re.compile(r".*/seed(\d+)/eval/(.+)\.csv")
+_MODEL = re.compile(r".*/seed(\d+)/models/(.+)/model\.safetensors")
+KEYS = ["seed", "model"]
 
 
-def _parse(pattern: re.Pattern, path: str) -> tuple[int, str]:
+def _parse(pattern: re.Pattern, path: str) -> re.Match:
     m = pattern.fullmatch(str(path))
     if not m:
         raise ValueError(f"unexpected result path {path}: expected {pattern.pattern}")
-    return int(m.group(1)), m.group(2)
+    return m
 
 
 def describe(model: str) -> dict:
-    """Kind, method and alpha of a model id such as 'base/maxent/undo_a0.4_b0.1'."""
+    """Kind, method and alpha of a model id such as 'base/maxent/undo_a0.4_b0.1' or 'oracle/match_fresh'."""
     parts = model.split("/")
     if len(parts) == 1:
         return {"kind": parts[0], "method": "", "alpha": float("nan")}
+    if parts[0] == "oracle":  # the oracle distilled into another student: 'match_base' or 'match_fresh'
+        return {"kind": "oracle_match", "method": "", "alpha": 1.0 if parts[1].endswith("fresh") else 0.0}
     if len(parts) == 2:
         return {"kind": "unlearn", "method": parts[1], "alpha": 0.0}
     init = parts[2].removeprefix("undo_")
@@ -36,140 +48,143 @@ def describe(model: str) -> dict:
     return {"kind": "undo", "method": parts[1], "alpha": float(init[1:].split("_b")[0])}
 
 
+def with_description(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(**pd.DataFrame([describe(m) for m in df.model], index=df.index))
+
+
 def load_curves(paths: list[str]) -> pd.DataFrame:
-    """All attack curves in one tidy frame with columns seed, model, lr, aseed, step, metric, value."""
+    """All attack curves in one tidy frame: seed, model, data, lr, aseed, step, metric, value."""
     frames = []
     for p in paths:
-        seed, model = _parse(_CURVE, p)
-        frames.append(pd.read_csv(p).rename(columns={"seed": "aseed"}).assign(seed=seed, model=model))
+        m = _parse(_CURVE, p)
+        df = pd.read_csv(p).rename(columns={"seed": "aseed"}).assign(seed=int(m.group(1)), model=m.group(2))
+        if "data" not in df:
+            df["data"] = m.group(3) or "forget"
+        frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
 
-def worst_case(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per seed, model and step: the LR whose run (averaged over attack seeds) has the highest forget
-    accuracy, with that run's metrics. Columns: seed, model, step, lr, acc_forget, acc_retain, ..."""
-    wide = (curves.groupby(["seed", "model", "lr", "step", "metric"])["value"].mean()
-            .unstack("metric").reset_index())
-    best = wide.loc[wide.groupby(["seed", "model", "step"])["acc_forget"].idxmax()]
-    return best.reset_index(drop=True)
+def worst_case(curves: pd.DataFrame, forget_metric: str = "acc_forget", higher_is_better: bool = True) -> pd.DataFrame:
+    """Per seed, model and step: the attack (LR × data choice) whose run, averaged over attack seeds, shows
+    the most forget capability, with that run's metrics (seed means) and `forget_std`, the spread of the
+    forget metric over attack seeds. Columns: seed, model, step, lr, data, <metrics>, forget_std, n_aseeds."""
+    if "data" not in curves:
+        curves = curves.assign(data="forget")
+    run = ["seed", "model", "data", "lr", "step"]
+    if forget_metric not in set(curves.metric):
+        raise ValueError(f"forget metric {forget_metric!r} is not in the attack curves; found {sorted(set(curves.metric))}")
+    wide = curves.groupby(run + ["metric"])["value"].mean().unstack("metric").reset_index()
+    forget = curves[curves.metric == forget_metric].groupby(run)["value"]
+    wide = wide.merge(forget.std(ddof=0).rename("forget_std").reset_index(), on=run)
+    wide = wide.merge(forget.size().rename("n_aseeds").reset_index(), on=run)
+    pick = wide.groupby(["seed", "model", "step"])[forget_metric]
+    best = wide.loc[pick.idxmax() if higher_is_better else pick.idxmin()]
+    return best.sort_values(["seed", "model", "step"]).reset_index(drop=True)
 
 
-def summarize(curves: pd.DataFrame, evals: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
-    """One row per seed × model × budget: forget accuracy after the worst-case attack, retain and forget
-    accuracy before it, and compute as a fraction of the oracle's pretraining."""
-    wc = worst_case(curves)
-    before = evals[evals.phase == "before"].pivot_table(index=["seed", "model"], columns="metric", values="value")
-    compute = evals[evals.phase == "compute"].pivot_table(index=["seed", "model"], columns="metric", values="value")
+def read_records(paths: list[str]) -> pd.DataFrame:
+    """The compute ledger: one row per checkpoint with its stage, counted tokens and FLOPs (from record.json)."""
     rows = []
-    for (seed, model), g in wc.groupby(["seed", "model"]):
-        oracle = compute.loc[(seed, "oracle"), "flops"]
-        base = compute.loc[(seed, "base"), "lineage_flops"]
-        own = compute.loc[(seed, model), "lineage_flops"] - (0 if model in ("base", "oracle") else base)
+    for p in paths:
+        m = _parse(_MODEL, p)
+        rec = json.loads((Path(p).parent / "record.json").read_text())
+        rows.append({"seed": int(m.group(1)), "model": m.group(2), "stage": rec.get("stage", ""),
+                     **{k: rec.get(k, 0) for k in ("n_params", "trained_tokens", "frozen_tokens", "eval_tokens",
+                                                   "steps", "flops", "lineage_flops", "data_examples",
+                                                   "labeled_examples", "lineage_labeled_examples")}})
+    ledger = pd.DataFrame(rows)
+    oracle = ledger[ledger.model == "oracle"].set_index("seed").flops
+    base = ledger[ledger.model == "base"].set_index("seed")
+    if oracle.empty or base.empty:
+        raise ValueError("the compute ledger needs the records of both 'base' and 'oracle'")
+    root = ledger.model.str.split("/").str[0]  # the pretrained model a lineage starts from
+    pretrained = ledger.seed.map(base.lineage_flops).where(root == "base", ledger.seed.map(oracle))
+    start = pretrained.where(ledger.model.str.contains("/"), 0.0)  # FLOPs spent before the method's own stages
+    ledger["fraction_of_oracle"] = ledger.flops / ledger.seed.map(oracle)
+    ledger["lineage_fraction"] = ledger.lineage_flops / ledger.seed.map(oracle)
+    ledger["compute_fraction"] = (ledger.lineage_flops - start) / ledger.seed.map(oracle)
+    # labels: the oracle's data filter labels every pretraining example; others only what unlearning read
+    ledger["labeled_fraction"] = (ledger.lineage_labeled_examples / ledger.seed.map(base.data_examples)).where(
+        root != "oracle", 1.0)
+    return ledger
+
+
+def budget_table(wc: pd.DataFrame, before: pd.DataFrame, ledger: pd.DataFrame, budgets: list[int],
+                 forget_metric: str = "acc_forget", retain_metric: str = "acc_retain") -> pd.DataFrame:
+    """One row per seed × model × budget: the worst-case attack with at most `budget` steps (the last
+    evaluation within it), metrics before the attack, compute, and the robustness ratio at that budget."""
+    rows = []
+    for (seed, model), g in wc.groupby(KEYS):
         for budget in budgets:
-            at = g[g.step <= budget].sort_values("step").iloc[-1]
-            rows.append({"seed": seed, "model": model, **describe(model), "budget": int(budget),
-                         "attack_step": int(at.step), "worst_lr": at.lr, "forget_acc_attacked": at.acc_forget,
-                         "retain_acc_attacked": at.acc_retain, "forget_acc": before.loc[(seed, model), "acc_forget"],
-                         "retain_acc": before.loc[(seed, model), "acc_retain"], "flops": own,
-                         "compute_fraction": own / oracle})
-    return pd.DataFrame(rows)
+            at = g[g.step <= budget].iloc[-1]
+            rows.append({"seed": seed, "model": model, "budget": int(budget), "attack_step": int(at.step),
+                         "worst_lr": at.lr, "worst_data": at.data, "forget_attacked": at[forget_metric],
+                         "forget_attacked_std": at.forget_std, "retain_attacked": at[retain_metric]})
+    table = with_description(pd.DataFrame(rows))
+    table = table.join(before[[forget_metric, retain_metric]].set_axis(["forget_before", "retain_before"], axis=1),
+                       on=KEYS)
+    table = table.join(ledger.set_index(KEYS)[["flops", "lineage_flops", "compute_fraction", "lineage_fraction",
+                                               "labeled_fraction"]], on=KEYS)
+    table["robustness_ratio"] = _ratios(table, "forget_attacked", ["seed", "budget"])
+    return table
 
 
-def _pyplot():
-    """matplotlib, imported only by the plotting rule (the other stages import this module too)."""
-    import matplotlib
+def _ratios(table: pd.DataFrame, col: str, by: list[str]) -> pd.Series:
+    """Robustness ratio of each method's models against its unlearn-only model and the oracle."""
+    ref = table.set_index(by + ["model"])[col]
+    out = []
+    for r in table.itertuples():
+        at = tuple(getattr(r, k) for k in by)
+        unlearned, oracle = ref.get(at + (f"base/{r.method}",)), ref.get(at + ("oracle",))
+        out.append(robustness_ratio(getattr(r, col), unlearned, oracle) if r.method and oracle is not None
+                   and unlearned is not None else float("nan"))
+    return pd.Series(out, index=table.index)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+def model_table(wc: pd.DataFrame, before: pd.DataFrame, ledger: pd.DataFrame, forget_metric: str = "acc_forget",
+                retain_metric: str = "acc_retain", higher_is_better: bool = True) -> pd.DataFrame:
+    """One row per seed × model: area under the worst-case curve, steps to recover half of the gap to the
+    base, forget performance after the whole attack and its robustness ratio, compute and labels."""
+    rows = []
+    for (seed, model), g in wc.groupby(KEYS):
+        steps, values = g.step.tolist(), g[forget_metric].tolist()
+        base = before.loc[(seed, "base"), forget_metric]
+        rows.append({"seed": seed, "model": model, "attack_steps": int(steps[-1]), "forget_final": values[-1],
+                     "forget_final_std": g.forget_std.iloc[-1], "area": curve_area(steps, values),
+                     "steps_to_half": steps_to_recover(steps, values, base, 0.5, higher_is_better)})
+    table = with_description(pd.DataFrame(rows))
+    table = table.join(before[[forget_metric, retain_metric]].set_axis(["forget_before", "retain_before"], axis=1),
+                       on=KEYS)
+    table["robustness_ratio"] = _ratios(table, "forget_final", ["seed"])
+    table["area_ratio"] = _ratios(table, "area", ["seed"])
+    return table.join(ledger.set_index(KEYS)[["flops", "lineage_flops", "compute_fraction", "lineage_fraction",
+                                              "labeled_fraction"]], on=KEYS)
 
 
-def _save(fig, out_png: str) -> None:
-    plt = _pyplot()
-    for path in (out_png, str(Path(out_png).with_suffix(".pdf"))):
+def seed_means(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean, standard deviation (ddof 0) and count over seeds of every numeric column, grouped by `by`."""
+    num = [c for c in table.select_dtypes("number").columns if c not in by + ["seed"]]
+    g = table.groupby(by)[num]
+    out = g.mean().join(g.std(ddof=0).add_suffix("_sd")).join(table.groupby(by).seed.nunique().rename("n_seeds"))
+    return with_description(out.reset_index())
+
+
+def summarize(evals: list[str], curves: list[str], records: list[str], summary: str, models: str, models_mean: str,
+              worst: str, compute: str, budgets: list[int], forget_metric: str = "acc_forget",
+              retain_metric: str = "acc_retain", higher_is_better: bool = True) -> None:
+    """Stage: every model's evaluation, attack curves and compute records → the tables the figures read."""
+    ev = pd.concat([pd.read_csv(p).assign(seed=int(_parse(_EVAL, p).group(1))) for p in evals], ignore_index=True)
+    before = ev[ev.phase == "before"].pivot_table(index=KEYS, columns="metric", values="value")
+    for metric in (forget_metric, retain_metric):
+        if metric not in before:
+            raise ValueError(f"report metric {metric!r} is not among the evaluated metrics {sorted(before.columns)}")
+    wc = worst_case(load_curves(list(curves)), forget_metric, higher_is_better)
+    ledger = read_records(list(records))
+    per_model = model_table(wc, before, ledger, forget_metric, retain_metric, higher_is_better)
+    tables = {summary: budget_table(wc, before, ledger, budgets, forget_metric, retain_metric),
+              models: per_model, models_mean: seed_means(per_model, ["model"]), worst: with_description(wc),
+              compute: ledger}
+    for path, table in tables.items():
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], bbox_inches="tight", dpi=130)
-    plt.close(fig)
-
-
-def _label(r) -> str:
-    if r.kind == "undo":
-        return f"UNDO α={r.alpha:g}"
-    return {"unlearn": "unlearn only", "unlearn+distill": "unlearn+distill (fresh)"}.get(r.kind, r.kind)
-
-
-def plot_curves(wc: pd.DataFrame, out_png: str) -> None:
-    """Figure 1: worst-case forget accuracy along the attack, one panel per unlearning method."""
-    plt = _pyplot()
-    wc = wc.assign(**pd.DataFrame([describe(m) for m in wc.model], index=wc.index))
-    methods = sorted(m for m in wc.method.unique() if m)
-    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), squeeze=False, sharey=True)
-    for ax, method in zip(axes[0], methods):
-        sub = wc[(wc.method == method) | (wc.method == "")]
-        for model, g in sub.groupby("model"):
-            mean = g.groupby("step")["acc_forget"].mean()
-            r = describe(model)
-            ls = {"base": "--", "oracle": ":"}.get(model, "-")
-            color = "k" if model in ("base", "oracle") else plt.cm.viridis(min(r["alpha"], 1.0))
-            ax.plot(mean.index, mean.values, ls=ls, color=color, label=_label(pd.Series(r)))
-        ax.set(title=f"{method}: relearning attack (worst case over LRs)", xlabel="attack steps",
-               ylabel="forget accuracy (mul/div)", ylim=(-0.02, 1.02))
-        ax.legend(fontsize=7)
-    _save(fig, out_png)
-
-
-def plot_pareto(summary: pd.DataFrame, out_png: str) -> None:
-    """Figure 2: retain accuracy vs forget accuracy after the attack, one panel per step budget."""
-    plt = _pyplot()
-    budgets = sorted(summary.budget.unique())
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 4), squeeze=False, sharey=True)
-    mean = summary.groupby(["model", "budget"], as_index=False).mean(numeric_only=True)
-    mean = mean.assign(**pd.DataFrame([describe(m) for m in mean.model], index=mean.index))
-    markers = {"base": "s", "oracle": "*", "unlearn": "o", "undo": "^", "unlearn+distill": "D"}
-    methods = sorted(m for m in mean.method.unique() if m)
-    for ax, budget in zip(axes[0], budgets):
-        for r in mean[mean.budget == budget].itertuples():
-            ax.scatter(r.retain_acc, r.forget_acc_attacked, marker=markers[r.kind], s=50,
-                       color=plt.cm.tab10(methods.index(r.method)) if r.method else "k")
-            ax.annotate(f"{r.method} {_label(r)}".strip(), (r.retain_acc, r.forget_acc_attacked), fontsize=6)
-        ax.set(title=f"after {budget} attack steps", xlabel="retain accuracy (add/sub), before attack",
-               ylabel="forget accuracy after attack (lower is better)", ylim=(-0.02, 1.02))
-    _save(fig, out_png)
-
-
-def plot_compute(summary: pd.DataFrame, out_png: str) -> None:
-    """Figure 3: forget accuracy after the longest attack vs compute (fraction of oracle pretraining)."""
-    plt = _pyplot()
-    last = summary[summary.budget == summary.budget.max()]
-    mean = last.groupby("model", as_index=False).mean(numeric_only=True)
-    mean = mean.assign(**pd.DataFrame([describe(m) for m in mean.model], index=mean.index))
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for i, (method, g) in enumerate(mean[mean.method != ""].groupby("method")):
-        g = g.sort_values("compute_fraction")
-        ax.plot(g.compute_fraction, g.forget_acc_attacked, "o-", color=plt.cm.tab10(i), label=method)
-        for r in g.itertuples():
-            ax.annotate(_label(r), (r.compute_fraction, r.forget_acc_attacked), fontsize=6)
-    for model, style in (("oracle", "k:"), ("base", "k--")):
-        if model in set(mean.model):
-            ax.axhline(mean.set_index("model").loc[model, "forget_acc_attacked"], ls=style[1:], color="k",
-                       label=f"{model} (after attack)")
-    ax.set(xlabel="compute of the method / oracle pretraining compute",
-           ylabel=f"forget accuracy after {int(last.budget.max())} attack steps", ylim=(-0.02, 1.02),
-           title="robustness vs compute")
-    ax.legend(fontsize=7)
-    _save(fig, out_png)
-
-
-def pareto_plot(evals: list[str], curves: list[str], summary: str, curves_png: str, pareto_png: str,
-                compute_png: str, budgets: list[int]) -> None:
-    """Aggregate every model's evaluation and attack curves into `summary` and the three figures."""
-    ev = pd.concat([pd.read_csv(p).assign(seed=_parse(_EVAL, p)[0]) for p in evals], ignore_index=True)
-    cv = load_curves(list(curves))
-    table = summarize(cv, ev, budgets)
-    with atomic_path(summary) as tmp:
-        table.to_csv(tmp, index=False)
-    plot_curves(worst_case(cv), curves_png)
-    plot_pareto(table, pareto_png)
-    plot_compute(table, compute_png)
-    log.info("pareto_plot: %d rows in %s", len(table), summary)
+            table.assign(forget_metric=forget_metric, retain_metric=retain_metric).to_csv(tmp, index=False)
+    log.info("summarize: %d models, %d budget rows", len(per_model), len(tables[summary]))

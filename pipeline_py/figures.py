@@ -1,0 +1,174 @@
+"""The paper's figures, each drawn from the tables `pipeline_py.report.summarize` writes (PNG and PDF).
+
+1. relearning_curves: worst-case forget performance along the attack, one panel per unlearning method.
+2. pareto: retain performance vs forget performance after the attack, one panel per step budget.
+3. robustness_vs_compute: forget performance after the longest attack vs compute / oracle compute.
+4. oracle_matching: the oracle distilled into the pretrained base and into a random init.
+Curves and points are means over seeds; bands and error bars their standard deviation when seeds > 1.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from .checkpoint import atomic_path
+from .report import with_description
+
+log = logging.getLogger("pipeline_py")
+MARKERS = {"base": "s", "oracle": "*", "unlearn": "o", "undo": "^", "unlearn+distill": "D", "oracle_match": "P"}
+REFERENCES = ("base", "oracle")
+
+
+def _pyplot():
+    """matplotlib, imported only when a figure is drawn (the other stages import the package too)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_png: str) -> None:
+    plt = _pyplot()
+    for path in (out_png, str(Path(out_png).with_suffix(".pdf"))):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], bbox_inches="tight", dpi=130)
+    plt.close(fig)
+
+
+def _label(r) -> str:
+    if r.kind == "undo":
+        return f"UNDO α={r.alpha:g}"
+    if r.kind == "oracle_match":
+        return "oracle → random init" if r.alpha == 1.0 else "oracle → base"
+    return {"unlearn": "unlearn only", "unlearn+distill": "unlearn+distill (fresh)"}.get(r.kind, r.kind)
+
+
+def _limits(metric: str):
+    return (-0.02, 1.02) if metric.startswith("acc") else None
+
+
+def _direction(higher_is_better: bool) -> str:
+    return "lower is better" if higher_is_better else "higher is better"
+
+
+def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_forget") -> None:
+    """Figure 1 from worst_case.csv: one panel per method with its models, the base and the oracle."""
+    plt = _pyplot()
+    methods = sorted(m for m in worst.method.dropna().unique() if m)
+    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(5 * max(1, len(methods)), 4), squeeze=False,
+                             sharey=True)
+    for ax, method in zip(axes[0], methods or [""]):
+        sub = worst[(worst.method == method) | worst.model.isin(REFERENCES)]
+        for model, g in sub.groupby("model"):
+            stats = g.groupby("step")[forget_metric].agg(["mean", "std"]).fillna(0.0)
+            r = g.iloc[0]
+            color = "k" if model in REFERENCES else plt.cm.viridis(min(r.alpha, 1.0))
+            ax.plot(stats.index, stats["mean"], ls={"base": "--", "oracle": ":"}.get(model, "-"), color=color,
+                    label=_label(r))
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color,
+                            alpha=0.15, lw=0)
+        ax.set(title=f"{method}: relearning attack (worst case)", xlabel="attack steps", ylabel=forget_metric,
+               ylim=_limits(forget_metric))
+        ax.legend(fontsize=7)
+    _save(fig, out_png)
+
+
+def _means(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    g = summary.groupby(by)
+    out = g.mean(numeric_only=True).join(g.std(numeric_only=True, ddof=0).add_suffix("_sd")).reset_index()
+    return with_description(out)
+
+
+def plot_pareto(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_forget",
+                retain_metric: str = "acc_retain", higher_is_better: bool = True) -> None:
+    """Figure 2 from summary.csv: x retain before the attack, y forget after the worst-case attack."""
+    plt = _pyplot()
+    budgets = sorted(summary.budget.unique())
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 4), squeeze=False, sharey=True)
+    mean = _means(summary, ["model", "budget"])
+    methods = sorted(m for m in mean.method.unique() if m)
+    for ax, budget in zip(axes[0], budgets):
+        for r in mean[(mean.budget == budget) & (mean.kind != "oracle_match")].itertuples():
+            color = plt.cm.tab10(methods.index(r.method)) if r.method else "k"
+            ax.errorbar(r.retain_before, r.forget_attacked, xerr=r.retain_before_sd, yerr=r.forget_attacked_sd,
+                        marker=MARKERS[r.kind], ms=7 if r.method else 10, color=color, ls="none")
+            ax.annotate(f"{r.method} {_label(r)}".strip(), (r.retain_before, r.forget_attacked), fontsize=6)
+        ax.set(title=f"after {budget} attack steps", xlabel=f"{retain_metric} before the attack",
+               ylabel=f"{forget_metric} after the attack ({_direction(higher_is_better)})",
+               ylim=_limits(forget_metric))
+    _save(fig, out_png)
+
+
+def plot_compute(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_forget",
+                 higher_is_better: bool = True) -> None:
+    """Figure 3 from summary.csv: forget after the longest attack vs the method's compute / oracle compute,
+    one line per method through unlearn-only, its UNDO α points and Unlearn-and-Distill."""
+    plt = _pyplot()
+    last = summary[summary.budget == summary.budget.max()]
+    mean = _means(last, ["model"])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for i, (method, g) in enumerate(mean[mean.method != ""].groupby("method")):
+        g = g.sort_values("compute_fraction")
+        ax.errorbar(g.compute_fraction, g.forget_attacked, yerr=g.forget_attacked_sd, fmt="o-", color=plt.cm.tab10(i),
+                    label=method)
+        for r in g.itertuples():
+            ax.annotate(_label(r), (r.compute_fraction, r.forget_attacked), fontsize=6)
+    for model, ls in (("oracle", ":"), ("base", "--")):
+        if model in set(mean.model):
+            ax.axhline(mean.set_index("model").loc[model, "forget_attacked"], ls=ls, color="k",
+                       label=f"{model} (after the attack)")
+    ax.set(xlabel="compute of the method / oracle pretraining compute",
+           ylabel=f"{forget_metric} after {int(last.budget.max())} attack steps ({_direction(higher_is_better)})",
+           ylim=_limits(forget_metric), title="robustness vs compute")
+    ax.legend(fontsize=7)
+    _save(fig, out_png)
+
+
+def plot_oracle_match(summary: pd.DataFrame, worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_forget",
+                      retain_metric: str = "acc_retain") -> None:
+    """Figure 4: before the attack the two oracle-matching students match the oracle (left); under the
+    attack only the random-init student stays at the oracle's level (right)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    keep = list(REFERENCES) + sorted(worst[worst.kind == "oracle_match"].model.unique())
+    if len(keep) == len(REFERENCES):
+        for ax in (left, right):
+            ax.text(0.5, 0.5, "oracle matching is not part of this configuration\n(oracle_match.inits is empty)",
+                    ha="center", va="center", transform=ax.transAxes)
+        _save(fig, out_png)
+        return
+    first = _means(summary[summary.budget == summary.budget.min()], ["model"]).set_index("model").loc[keep]
+    x = range(len(keep))
+    for shift, metric, color in ((-0.2, "forget_before", "tab:red"), (0.2, "retain_before", "tab:blue")):
+        left.bar([i + shift for i in x], first[metric], width=0.4, yerr=first[f"{metric}_sd"], color=color,
+                 label=(forget_metric if metric.startswith("forget") else retain_metric) + " before the attack")
+    left.set_xticks(list(x), [_label(r) for r in first.reset_index().itertuples()], fontsize=7)
+    left.set(title="outputs before the attack", ylim=_limits(forget_metric))
+    left.legend(fontsize=7)
+    for model in keep:
+        g = worst[worst.model == model]
+        stats = g.groupby("step")[forget_metric].agg(["mean", "std"]).fillna(0.0)
+        right.plot(stats.index, stats["mean"], marker=MARKERS[g.kind.iloc[0]], ms=4, label=_label(g.iloc[0]),
+                   ls={"base": "--", "oracle": ":"}.get(model, "-"))
+    right.set(title="relearning attack (worst case)", xlabel="attack steps", ylabel=forget_metric,
+              ylim=_limits(forget_metric))
+    right.legend(fontsize=7)
+    _save(fig, out_png)
+
+
+def pareto_plot(summary: str, worst: str, curves_png: str, pareto_png: str, compute_png: str, match_png: str,
+                higher_is_better: bool = True) -> None:
+    """Stage: draw the four figures from summary.csv and worst_case.csv."""
+    table, wc = pd.read_csv(summary, keep_default_na=False, na_values=[""]), pd.read_csv(worst, keep_default_na=False,
+                                                                                          na_values=[""])
+    table["method"], wc["method"] = table.method.fillna(""), wc.method.fillna("")
+    forget_metric, retain_metric = table.forget_metric.iloc[0], table.retain_metric.iloc[0]
+    plot_curves(wc, curves_png, forget_metric)
+    plot_pareto(table, pareto_png, forget_metric, retain_metric, higher_is_better)
+    plot_compute(table, compute_png, forget_metric, higher_is_better)
+    plot_oracle_match(table, wc, match_png, forget_metric, retain_metric)
+    log.info("pareto_plot: figures written next to %s", curves_png)
