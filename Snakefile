@@ -1,5 +1,5 @@
 # The UNDO study as a Snakemake workflow: pretrain base and oracle -> unlearn -> noise -> distill
-# -> relearn (attack) -> evaluate -> pareto_plot. Logic lives in pipeline_py/; rules only wire files.
+# -> relearn (attack) -> evaluate -> summarize -> pareto_plot. Logic lives in pipeline_py/; rules only wire files.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -11,11 +11,15 @@ configfile: "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/distill.smk"
+include: "workflow/rules/oracle_match.smk"
 include: "workflow/rules/attack.smk"
 include: "workflow/rules/report.smk"
 

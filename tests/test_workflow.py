@@ -72,7 +72,7 @@ def tiny_models(cfg: dict) -> list[str]:
     out = ["base", "oracle"]
     for m in cfg["unlearn"]["methods"]:
         out += [f"base/{m}"] + [f"base/{m}/undo_{i}" for i in inits]
-    return out
+    return out + [f"oracle/match_{s}" for s in cfg["oracle_match"]["inits"]]
 
 
 # ------------------------------------------------------------------------------------------ dry run
@@ -87,11 +87,14 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
     n_methods = len(cfg["unlearn"]["methods"])
     n_inits = len(cfg["noise"]["alphas"]) + int(cfg["noise"]["fresh_init"])
     n_models = len(tiny_models(cfg))
-    assert n_models == 2 + n_methods * (1 + n_inits)
+    n_match = len(cfg["oracle_match"]["inits"])
+    assert n_models == 2 + n_methods * (1 + n_inits) + n_match
+    attack = cfg["attack"]
     expected = {"make_data": 1, "filter_data": 1, "pretrain": 1, "pretrain_oracle": 1, "unlearn": n_methods,
-                "noise": n_methods * n_inits, "distill": n_methods * n_inits,
-                "relearn": n_models * len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]),
-                "evaluate": n_models, "pareto_plot": 1}
+                "noise": n_methods * n_inits, "distill": n_methods * n_inits, "oracle_fresh_init": 1,
+                "match_oracle": n_match,
+                "relearn": n_models * len(attack["lrs"]) * len(attack["seeds"]) * len(attack["data"]),
+                "evaluate": n_models, "summarize": 1, "pareto_plot": 1}
     assert job_stats(proc.stdout + proc.stderr) == expected, output_of(proc)
     evaluated = {wc["model"] for rule, wc in scheduled_jobs(proc.stdout + proc.stderr) if rule == "evaluate"}
     assert evaluated == set(tiny_models(cfg))
@@ -112,6 +115,12 @@ BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must app
     "negative_save_every": ("pretrain: {save_every: -1}", ["['pretrain']['save_every']", "-1", "minimum of 0"]),
     "empty_attack_lrs": ("attack: {lrs: [], seeds: [0], steps: 10, eval_every: 5}", ["attack", "lrs", "[]",
                                                                                      "non-empty"]),
+    "unknown_attack_data": ("attack: {lrs: [1.0e-3], data: [forget, retain], seeds: [0], steps: 10, eval_every: 5}",
+                            ["['attack']['data']", "retain", "['forget', 'mix']"]),
+    "mix_fraction_one": ("attack: {lrs: [1.0e-3], mix_forget_fraction: 1.0, seeds: [0], steps: 10, eval_every: 5}",
+                         ["mix_forget_fraction", "1.0", "maximum of 1"]),
+    "unknown_oracle_match_init": ("oracle_match: {inits: [oracle]}", ["['oracle_match']['inits']", "oracle",
+                                                                      "['base', 'fresh']"]),
     "unknown_method_hyperparameter": ("unlearn: {methods: {maxent: {steps: 5, lr: 3.0e-4, temperature: 2.0}}}",
                                       ["unlearn.methods.maxent", "temperature"]),
     "negative_beta": ("noise: {alphas: [0.5], beta: -0.2}", ["beta", "-0.2", "minimum of 0"]),
@@ -189,26 +198,36 @@ def e2e_run(tmp_path_factory):
 
 @pytest.mark.e2e
 def test_e2e_summary_table(e2e_run):
-    """summary.csv: one row per model x budget, finite accuracies in [0, 1], positive compute, oracle = 1."""
+    """summary.csv: one row per model x budget, finite accuracies in [0, 1], positive compute, oracle = 1;
+    models.csv one row per model; the ledger lists every checkpoint with positive FLOPs for trained ones."""
     cfg = tiny_config()
     summary = pd.read_csv(e2e_run / "arithmetic" / "summary.csv")  # results/<setting>/summary.csv
     expected = {(m, b) for m in tiny_models(cfg) for b in cfg["report"]["budgets"]}
     assert len(summary) == len(expected)
     assert set(zip(summary.model, summary.budget)) == expected
-    for col in ("forget_acc_attacked", "retain_acc", "compute_fraction"):
+    for col in ("forget_attacked", "retain_before", "compute_fraction"):
         assert summary[col].map(math.isfinite).all(), col
-    for col in ("forget_acc_attacked", "retain_acc", "forget_acc", "retain_acc_attacked"):
+    for col in ("forget_attacked", "retain_before", "forget_before", "retain_attacked", "labeled_fraction"):
         assert summary[col].between(0, 1).all(), col
     assert (summary.compute_fraction > 0).all()
     assert (summary[summary.model == "oracle"].compute_fraction == 1.0).all()
     assert (summary.attack_step <= summary.budget).all()
     assert set(summary.worst_lr) <= set(cfg["attack"]["lrs"])
+    assert set(summary.worst_data) <= set(cfg["attack"]["data"])
+    assert (summary[summary.model.str.startswith("oracle")].labeled_fraction == 1.0).all()
+    models = pd.read_csv(e2e_run / "arithmetic" / "models.csv")
+    assert sorted(models.model) == sorted(tiny_models(cfg))
+    ledger = pd.read_csv(e2e_run / "arithmetic" / "compute.csv").set_index("model")
+    trained = ledger[ledger.stage != "noise"]
+    assert (trained.flops > 0).all() and (ledger.lineage_flops >= ledger.flops).all()
+    assert ledger.loc["oracle/match_base", "lineage_flops"] == (
+        ledger.loc["oracle/match_base", "flops"] + ledger.loc["base", "flops"] + ledger.loc["oracle", "flops"])
 
 
 @pytest.mark.e2e
 def test_e2e_figures_exist_as_png_and_pdf(e2e_run):
     figures = e2e_run / "arithmetic" / "figures"
-    for name in ("relearning_curves", "pareto", "robustness_vs_compute"):
+    for name in ("relearning_curves", "pareto", "robustness_vs_compute", "oracle_matching"):
         png, pdf = (figures / f"{name}.png").read_bytes(), (figures / f"{name}.pdf").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 1000, name
         assert pdf.startswith(b"%PDF") and len(pdf) > 1000, name
@@ -228,9 +247,9 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
     methods = list(cfg["unlearn"]["methods"])
-    runs_per_model = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"])
+    runs_per_model = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]) * len(cfg["attack"]["data"])
     assert job_stats(text) == {"noise": len(methods), "distill": len(methods), "relearn": len(methods) * runs_per_model,
-                               "evaluate": len(methods), "pareto_plot": 1}, output_of(proc)
+                               "evaluate": len(methods), "summarize": 1, "pareto_plot": 1}, output_of(proc)
     init = f"a{new}_b{cfg['noise']['beta']}"
     new_models = {f"base/{m}/undo_{init}" for m in methods}
     for rule, wc in scheduled_jobs(text):
@@ -239,5 +258,21 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
         elif rule in ("relearn", "evaluate"):
             assert wc["model"] in new_models, (rule, wc)
         else:
-            assert rule == "pareto_plot", (rule, wc)
+            assert rule in ("summarize", "pareto_plot"), (rule, wc)
     assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == new_models
+
+
+@pytest.mark.e2e
+def test_e2e_html_report_holds_every_figure_with_its_caption(e2e_run, tmp_path):
+    """`snakemake --report report.html` after the tiny run: one self-contained HTML file that embeds the
+    four figures and the caption of each."""
+    out = tmp_path / "report.html"
+    proc = run_snakemake("--report", str(out), "pareto_plot", "--configfile", str(TINY),
+                         "--config", f"results={e2e_run}")
+    assert proc.returncode == 0, output_of(proc)
+    html = out.read_text()
+    for name in ("relearning_curves.png", "pareto.png", "robustness_vs_compute.png", "oracle_matching.png"):
+        assert name in html, name
+    for caption in sorted((REPO / "workflow" / "report").glob("*.rst")):
+        words = " ".join(caption.read_text().split()[:4])
+        assert words in html or words.replace("``", "") in html, caption.name

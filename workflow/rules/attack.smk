@@ -2,16 +2,18 @@ rule relearn:
     input:
         model=ckpt("{model}"),
         attack=rules.make_data.output.attack,
+        retain=rules.make_data.output.train,
         eval_data=rules.make_data.output.eval_data,
     output:
-        out=f"{S}/attack/{{model}}/lr{{lr}}_s{{aseed}}.csv",
+        out=f"{S}/attack/{{model}}/{{adata}}_lr{{lr}}_s{{aseed}}.csv",
     log:
-        f"{S}/logs/relearn/{{model}}/lr{{lr}}_s{{aseed}}.log",
+        f"{S}/logs/relearn/{{model}}/{{adata}}_lr{{lr}}_s{{aseed}}.log",
     params:
         stage="relearn",
+        data=lambda w: w.adata,
         lr=lambda w: float(w.lr),
         seed=lambda w: int(w.aseed),
-        **{k: config["attack"][k] for k in ("steps", "eval_every", "batch_size", "seq_len")},
+        **{k: config["attack"][k] for k in ("steps", "eval_every", "batch_size", "seq_len", "mix_forget_fraction")},
         precision=config["precision"],
         device=config["device"],
         threads=torch_threads,
@@ -26,8 +28,7 @@ rule evaluate:
     input:
         model=ckpt("{model}"),
         eval_data=rules.make_data.output.eval_data,
-        curves=lambda w: expand(f"{S}/attack/{w.model}/lr{{lr}}_s{{aseed}}.csv", seed=w.seed,
-                                lr=config["attack"]["lrs"], aseed=config["attack"]["seeds"]),
+        curves=lambda w: attack_curves(w.seed, w.model),
     output:
         out=f"{S}/eval/{{model}}.csv",
     log:
@@ -35,6 +36,8 @@ rule evaluate:
     params:
         stage="evaluate",
         name=lambda w: w.model,
+        forget_metric=config["report"]["forget_metric"],
+        higher_is_better=config["report"]["higher_is_better"],
         precision=config["precision"],
         device=config["device"],
         threads=torch_threads,

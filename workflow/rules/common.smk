@@ -13,6 +13,8 @@ wildcard_constraints:
     init=r"a[0-9.e-]+_b[0-9.e-]+|fresh",
     lr=r"[0-9.]+(e-?[0-9]+)?",
     aseed=r"\d+",
+    adata=r"forget|mix",
+    start=r"base|fresh",
     model=r"(base|oracle)(/[a-z][a-z0-9_]*(/undo_(a[0-9.e-]+_b[0-9.e-]+|fresh))?)?",
 
 # Fail at DAG build time, naming the key, for what JSON schema cannot check (method hyperparameters,
@@ -31,7 +33,20 @@ def models():
     out = ["base", "oracle"]
     for m in config["unlearn"]["methods"]:
         out += [f"base/{m}"] + [f"base/{m}/undo_{i}" for i in inits()]
-    return out
+    return out + [f"oracle/match_{start}" for start in config["oracle_match"]["inits"]]
+
+
+def checkpoints():
+    """Every checkpoint the study writes (the compute ledger lists them all), as paths under models/."""
+    noised = [f"base/{m}/noised_{i}" for m in config["unlearn"]["methods"] for i in inits()]
+    return models() + noised + (["oracle/noised_fresh"] if "fresh" in config["oracle_match"]["inits"] else [])
+
+
+def attack_curves(seed, model):
+    """The attack runs of a model: every data choice x LR x attack seed."""
+    a = config["attack"]
+    return expand(f"{S}/attack/{{model}}/{{adata}}_lr{{lr}}_s{{aseed}}.csv", seed=seed, model=model,
+                  adata=a["data"], lr=a["lrs"], aseed=a["seeds"])
 
 
 def ckpt(model):
