@@ -160,13 +160,13 @@ def plot_oracle_match(summary: pd.DataFrame, worst: pd.DataFrame, out_png: str, 
     _save(fig, out_png)
 
 
-def pareto_plot(summary: str, worst: str, curves_png: str, pareto_png: str, compute_png: str, match_png: str,
-                higher_is_better: bool = True) -> None:
-    """Stage: draw the four figures from summary.csv and worst_case.csv."""
+def pareto_plot(summary: str, worst: str, curves_png: str, pareto_png: str, compute_png: str, match_png: str) -> None:
+    """Stage: draw the four figures from summary.csv and worst_case.csv (which name the metrics)."""
     table, wc = pd.read_csv(summary, keep_default_na=False, na_values=[""]), pd.read_csv(worst, keep_default_na=False,
                                                                                           na_values=[""])
     table["method"], wc["method"] = table.method.fillna(""), wc.method.fillna("")
     forget_metric, retain_metric = table.forget_metric.iloc[0], table.retain_metric.iloc[0]
+    higher_is_better = bool(table.higher_is_better.iloc[0])
     plot_curves(wc, curves_png, forget_metric)
     plot_pareto(table, pareto_png, forget_metric, retain_metric, higher_is_better)
     plot_compute(table, compute_png, forget_metric, higher_is_better)

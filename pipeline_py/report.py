@@ -170,9 +170,17 @@ def seed_means(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def summarize(evals: list[str], curves: list[str], records: list[str], summary: str, models: str, models_mean: str,
-              worst: str, compute: str, budgets: list[int], forget_metric: str = "acc_forget",
-              retain_metric: str = "acc_retain", higher_is_better: bool = True) -> None:
-    """Stage: every model's evaluation, attack curves and compute records → the tables the figures read."""
+              worst: str, compute: str, budgets: list[int], eval_data: str | None = None,
+              forget_metric: str | None = None, retain_metric: str | None = None,
+              higher_is_better: bool | None = None) -> None:
+    """Stage: every model's evaluation, attack curves and compute records → the tables the figures read.
+    Metric names and direction left None are the setting's (read from `eval_data`'s manifest)."""
+    if None in (forget_metric, retain_metric, higher_is_better):
+        from .settings import get_setting, setting_of
+
+        m = (setting_of(eval_data) if eval_data else get_setting("arithmetic")).METRICS
+        forget_metric, retain_metric = forget_metric or m.forget, retain_metric or m.retain
+        higher_is_better = m.higher_is_better if higher_is_better is None else higher_is_better
     ev = pd.concat([pd.read_csv(p).assign(seed=int(_parse(_EVAL, p).group(1))) for p in evals], ignore_index=True)
     before = ev[ev.phase == "before"].pivot_table(index=KEYS, columns="metric", values="value")
     for metric in (forget_metric, retain_metric):
@@ -186,5 +194,6 @@ def summarize(evals: list[str], curves: list[str], records: list[str], summary: 
               compute: ledger}
     for path, table in tables.items():
         with atomic_path(path) as tmp:
-            table.assign(forget_metric=forget_metric, retain_metric=retain_metric).to_csv(tmp, index=False)
+            table.assign(forget_metric=forget_metric, retain_metric=retain_metric,
+                         higher_is_better=higher_is_better).to_csv(tmp, index=False)
     log.info("summarize: %d models, %d budget rows", len(per_model), len(tables[summary]))

@@ -229,17 +229,20 @@ def relearn(model: str, attack: str, eval_data: str, out: str, lr: float, steps:
 
 
 def evaluate(model: str, eval_data: str, curves: list[str], out: str, name: str, precision: str = "bf16",
-             threads: int = 1, device: str = "auto", forget_metric: str = "acc_forget",
-             higher_is_better: bool = True) -> None:
+             threads: int = 1, device: str = "auto", forget_metric: str | None = None,
+             higher_is_better: bool | None = None) -> None:
     """Metrics of one model before the attack (full eval set) and after it (worst case over the LR grid and
-    data choices at the last step, forget metric averaged over attack seeds), plus its compute."""
+    data choices at the last step, forget metric averaged over attack seeds), plus its compute. The
+    forget metric and its direction default to the setting's."""
     dev = setup_runtime(threads, device)
     net, record = load_checkpoint(model)
     evaluator = setting_of(eval_data).evaluator(load_tokenizer(model), read_jsonl(eval_data))
     before = evaluator(net.to(dev), precision, dev)
     rows = [{"model": name, "phase": "before", "metric": k, "value": v} for k, v in before.items()]
     if curves:
-        wc = worst_case(load_curves(list(curves)), forget_metric, higher_is_better)
+        metrics = setting_of(eval_data).METRICS
+        wc = worst_case(load_curves(list(curves)), forget_metric or metrics.forget,
+                        metrics.higher_is_better if higher_is_better is None else higher_is_better)
         last = wc.loc[wc.step.idxmax()].drop(["seed", "model", "step", "lr", "data", "forget_std", "n_aseeds"])
         rows += [{"model": name, "phase": "after", "metric": k, "value": float(v)} for k, v in last.items()]
     rows += [{"model": name, "phase": "compute", "metric": k, "value": float(record.get(k, 0))}

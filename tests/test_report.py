@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from pipeline_py.report import describe, load_curves, summarize, worst_case
+from pipeline_py.report import describe, load_curves, worst_case
 
 
 def test_describe_model_ids():
@@ -38,31 +38,6 @@ def test_worst_case_takes_the_lr_with_the_highest_seed_averaged_forget_accuracy(
     assert wc.loc[0, "acc_retain"] == pytest.approx(0.8)  # that run's retain accuracy, averaged over seeds
     assert wc.loc[10, "lr"] == 0.2 and wc.loc[10, "acc_forget"] == pytest.approx(0.6)
     assert wc.loc[10, "acc_retain"] == pytest.approx(0.2)
-
-
-def evals_frame() -> pd.DataFrame:
-    rows = []
-    for model, f, r, flops, lineage in (("base", 0.9, 0.8, 120, 120), ("oracle", 0.0, 0.85, 100, 100),
-                                        ("m", 0.05, 0.7, 30, 150)):
-        rows += [{"seed": 0, "model": model, "phase": "before", "metric": "acc_forget", "value": f},
-                 {"seed": 0, "model": model, "phase": "before", "metric": "acc_retain", "value": r},
-                 {"seed": 0, "model": model, "phase": "compute", "metric": "flops", "value": flops},
-                 {"seed": 0, "model": model, "phase": "compute", "metric": "lineage_flops", "value": lineage}]
-    return pd.DataFrame(rows)
-
-
-def test_summarize_budgets_and_compute_fraction():
-    """One row per model x budget; a budget between evaluations uses the last step within it; compute is
-    the model's own lineage FLOPs beyond the base, over the oracle's pretraining FLOPs."""
-    curves = pd.concat([CURVES] + [CURVES.assign(model=m) for m in ("base", "oracle")], ignore_index=True)
-    s = summarize(curves, evals_frame(), budgets=[0, 5, 10]).set_index(["model", "budget"])
-    assert len(s) == 9
-    assert s.loc[("m", 5), "attack_step"] == 0 and s.loc[("m", 5), "forget_acc_attacked"] == pytest.approx(0.1)
-    assert s.loc[("m", 10), "worst_lr"] == 0.2 and s.loc[("m", 10), "forget_acc_attacked"] == pytest.approx(0.6)
-    assert s.loc[("m", 10), "forget_acc"] == 0.05 and s.loc[("m", 10), "retain_acc"] == 0.7
-    assert s.loc[("m", 0), "compute_fraction"] == pytest.approx((150 - 120) / 100)
-    assert s.loc[("base", 0), "compute_fraction"] == pytest.approx(120 / 100)
-    assert s.loc[("oracle", 0), "compute_fraction"] == pytest.approx(1.0)
 
 
 def write_curve(path, forget: float) -> str:

@@ -182,7 +182,8 @@ def test_figures_from_the_tables_as_png_and_pdf(tmp_path):
     ledger = read_records(write_records(tmp_path / "arithmetic"))
     table = budget_table(wc, hand_before(), ledger, [0, 20])
     (tmp_path / "fig").mkdir()
-    table.assign(forget_metric="acc_forget", retain_metric="acc_retain").to_csv(tmp_path / "summary.csv", index=False)
+    table.assign(forget_metric="acc_forget", retain_metric="acc_retain", higher_is_better=True).to_csv(
+        tmp_path / "summary.csv", index=False)
     from pipeline_py.report import with_description
     with_description(wc).to_csv(tmp_path / "worst.csv", index=False)
     names = ["relearning_curves", "pareto", "robustness_vs_compute", "oracle_matching"]

@@ -36,8 +36,8 @@ rule evaluate:
     params:
         stage="evaluate",
         name=lambda w: w.model,
-        forget_metric=config["report"]["forget_metric"],
-        higher_is_better=config["report"]["higher_is_better"],
+        forget_metric=config["report"].get("forget_metric"),
+        higher_is_better=config["report"].get("higher_is_better"),
         precision=config["precision"],
         device=config["device"],
         threads=torch_threads,
