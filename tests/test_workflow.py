@@ -267,7 +267,7 @@ def test_e2e_html_report_holds_every_figure_with_its_caption(e2e_run, tmp_path):
     """`snakemake --report report.html` after the tiny run: one self-contained HTML file that embeds the
     four figures and the caption of each."""
     out = tmp_path / "report.html"
-    proc = run_snakemake("--report", str(out), "pareto_plot", "--configfile", str(TINY),
+    proc = run_snakemake("--cores", "2", "--report", str(out), "pareto_plot", "--configfile", str(TINY),
                          "--config", f"results={e2e_run}")
     assert proc.returncode == 0, output_of(proc)
     html = out.read_text()

@@ -3,7 +3,7 @@ rule summarize:
         evals=expand(f"{S}/eval/{{model}}.csv", seed=config["seeds"], model=models()),
         curves=[c for seed in config["seeds"] for c in attack_curves(seed, models())],
         records=expand(ckpt("{model}"), seed=config["seeds"], model=checkpoints()),
-        eval_data=expand(rules.make_data.output.eval_data, seed=config["seeds"][0]),
+        eval_data=expand(rules.make_data.output.eval_data, seed=config["seeds"][0])[0],
     output:
         summary=report(f"{R}/summary.csv", caption="../report/summary.rst", category="Tables"),
         models=report(f"{R}/models.csv", caption="../report/models.rst", category="Tables"),
