@@ -146,7 +146,7 @@ def plot_oracle_match(summary: pd.DataFrame, worst: pd.DataFrame, out_png: str, 
     for shift, metric, color in ((-0.2, "forget_before", "tab:red"), (0.2, "retain_before", "tab:blue")):
         left.bar([i + shift for i in x], first[metric], width=0.4, yerr=first[f"{metric}_sd"], color=color,
                  label=(forget_metric if metric.startswith("forget") else retain_metric) + " before the attack")
-    left.set_xticks(list(x), [_label(r) for r in first.reset_index().itertuples()], fontsize=7)
+    left.set_xticks(list(x), [_label(r) for r in first.reset_index().itertuples()], fontsize=7, rotation=15)
     left.set(title="outputs before the attack", ylim=_limits(forget_metric))
     left.legend(fontsize=7)
     for model in keep:
