@@ -23,6 +23,10 @@ def check_config(config: dict) -> None:
         get_method(name, params)
     for alpha in config["noise"]["alphas"]:
         check_alpha_beta(alpha, config["noise"]["beta"])
+    unknown = sorted(set(config["noise"].get("methods") or []) - set(config["unlearn"]["methods"]))
+    if unknown:
+        raise ValueError(f"noise.methods names {unknown}, which are not unlearning methods of this study; "
+                         f"allowed: {sorted(config['unlearn']['methods'])}")
     model = ModelConfig(**config["model"])  # d_model divisible by n_heads
     for section in ("pretrain", "distill"):
         try:

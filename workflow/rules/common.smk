@@ -28,17 +28,22 @@ def inits():
     return [f"a{a}_b{beta}" for a in config["noise"]["alphas"]] + (["fresh"] if config["noise"]["fresh_init"] else [])
 
 
+def undo_methods():
+    """Unlearned models that are distilled into noised students (all methods unless noise.methods names some)."""
+    return config["noise"].get("methods") or list(config["unlearn"]["methods"])
+
+
 def models():
     """Every model that is attacked and evaluated, as paths under models/."""
-    out = ["base", "oracle"]
-    for m in config["unlearn"]["methods"]:
-        out += [f"base/{m}"] + [f"base/{m}/undo_{i}" for i in inits()]
+    out = ["base", "oracle"] + [f"base/{m}" for m in config["unlearn"]["methods"]]
+    for m in undo_methods():
+        out += [f"base/{m}/undo_{i}" for i in inits()]
     return out + [f"oracle/match_{start}" for start in config["oracle_match"]["inits"]]
 
 
 def checkpoints():
     """Every checkpoint the study writes (the compute ledger lists them all), as paths under models/."""
-    noised = [f"base/{m}/noised_{i}" for m in config["unlearn"]["methods"] for i in inits()]
+    noised = [f"base/{m}/noised_{i}" for m in undo_methods() for i in inits()]
     return models() + noised + (["oracle/noised_fresh"] if "fresh" in config["oracle_match"]["inits"] else [])
 
 
