@@ -139,6 +139,8 @@ def fineweb(max_tokens: int) -> tuple[list[dict], dict]:
                 used += len(text.encode()) // 3
                 paras = [p.strip() for p in text.split("\n") if p.strip()]
                 docs.append({"doc": f"{name}/{row.get('id', i)}", "lang": lang, "paragraphs": paras})
+        except ImportError as e:
+            raise unavailable("fineweb", f"the datasets package is missing (pip install '.[hub]'): {e}") from e
         except (ConnectionError, OSError, TimeoutError) as e:  # requests/httpx errors derive from OSError
             raise unavailable("fineweb", f"streaming {name} ({config}) failed (no network?): {e}") from e
         manifest[lang] = {"dataset": name, "config": config, "estimated_tokens": used}
