@@ -299,6 +299,21 @@ def test_report_worst_case_takes_the_lowest_korean_ce_and_names_ce_columns(small
 # ------------------------------------------------------------------------------------------ tiny study
 
 
+def test_language_config_validates_and_plans_the_study(tmp_path):
+    """configs/language.yaml passes the schema and plans every job; an arithmetic key in its data fails."""
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "pareto_plot", "--configfile",
+           str(REPO / "configs" / "language.yaml"), "--config", f"results={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "make_data" in proc.stdout and "pareto_plot" in proc.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("setting: language\ndata: {source: debian-docs, add_max: 10}\n")
+    proc = subprocess.run(cmd[:-2] + [str(bad), "--config", f"results={tmp_path}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "add_max" in proc.stdout + proc.stderr
+    assert not any(p.name != "bad.yaml" for p in tmp_path.iterdir())
+
+
 @pytest.mark.e2e
 def test_tiny_language_study_runs_end_to_end(tmp_path):
     """The whole DAG on the `files` source: CE summary, figures, worst case = lowest Korean CE."""
