@@ -322,7 +322,7 @@ def test_tiny_language_study_runs_end_to_end(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "pareto_plot", "--configfile",
                            str(REPO / "configs" / "language.yaml"), str(tmp_path / "tiny_language.yaml")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-5000:]
     summary = pd.read_csv(tmp_path / "language" / "summary.csv")
     assert {"forget_ce_attacked", "retain_ce", "forget_ce", "retain_ce_attacked"} <= set(summary.columns)
@@ -342,9 +342,9 @@ def yaml_config() -> dict:
             "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 32},
             "pretrain": {"steps": 30, "lr": 3.0e-3, "batch_size": 4, "seq_len": 32, "warmup": 3},
             "unlearn": {"batch_size": 4, "methods": {"maxent": {"steps": 3, "lr": 3.0e-4, "retain_weight": 1.0}}},
-            "noise": {"alphas": [0.5], "beta": 0.1, "fresh_init": True},
+            "noise": {"alphas": [0.5], "beta": 0.1, "fresh_init": False},  # 6 models, 23 jobs
             "distill": {"steps": 10, "lr": 3.0e-3, "batch_size": 4, "seq_len": 32, "warmup": 2,
                         "stop_within": 0.1, "check_every": 5},
-            "attack": {"lrs": [1.0e-3, 3.0e-3], "seeds": [0], "steps": 6, "eval_every": 3, "batch_size": 4,
+            "attack": {"lrs": [3.0e-3], "seeds": [0], "steps": 6, "eval_every": 3, "batch_size": 4,
                        "seq_len": 32},
             "report": {"budgets": [0, 6]}}
