@@ -6,7 +6,6 @@ import gzip
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -273,27 +272,18 @@ def test_bad_config_values_name_the_key():
 # ------------------------------------------------------------------------------------------- report
 
 
-def test_report_worst_case_takes_the_lowest_korean_ce_and_names_ce_columns(small, tmp_path):
-    from pipeline_py.report import metrics_of, summarize, worst_case
+def test_report_worst_case_takes_the_lowest_korean_ce():
+    from pipeline_py.report import worst_case
 
     curves = pd.DataFrame([{"seed": 0, "model": m, "lr": lr, "aseed": 0, "step": step, "metric": k, "value": v}
                            for m in ("base", "oracle")
                            for lr, ce in ((0.1, 3.0), (0.2, 2.0)) for step in (0, 10)
-                           for k, v in (("ce_forget", ce + (0.5 if step == 0 and lr == 0.2 else 0.0)),
+                           for k, v in (("ce_forget", ce + (1.5 if step == 0 and lr == 0.2 else 0.0)),
                                         ("ce_retain", lr * 10))])
-    wc = worst_case(curves, language.METRICS).set_index(["model", "step"])
-    assert wc.loc[("base", 0), "lr"] == 0.2 and wc.loc[("base", 0), "ce_forget"] == 2.5
+    m = language.METRICS
+    wc = worst_case(curves, m.forget, m.higher_is_better).set_index(["model", "step"])
+    assert wc.loc[("base", 0), "lr"] == 0.1 and wc.loc[("base", 0), "ce_forget"] == 3.0
     assert wc.loc[("base", 10), "lr"] == 0.2 and wc.loc[("base", 10), "ce_retain"] == 2.0
-    evals = pd.DataFrame([{"seed": 0, "model": m, "phase": ph, "metric": k, "value": 1.0}
-                          for m in ("base", "oracle") for ph, k in (("before", "ce_forget"), ("before", "ce_retain"),
-                                                                    ("compute", "flops"), ("compute", "lineage_flops"))])
-    s = summarize(curves, evals, [10], language.METRICS)
-    assert {"forget_ce_attacked", "retain_ce_attacked", "forget_ce", "retain_ce"} <= set(s.columns)
-    assert (s.forget_ce_attacked == 2.0).all()
-    seed_dir = tmp_path / "language" / "seed0"
-    shutil.copytree(small, seed_dir / "data")
-    assert metrics_of(str(seed_dir / "eval" / "base" / "maxent" / "undo_fresh.csv")) == language.METRICS
-    assert metrics_of(str(tmp_path / "x" / "seed0" / "eval" / "base.csv")).higher_is_better  # no manifest
 
 
 # ------------------------------------------------------------------------------------------ tiny study
@@ -325,13 +315,12 @@ def test_tiny_language_study_runs_end_to_end(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-5000:]
     summary = pd.read_csv(tmp_path / "language" / "summary.csv")
-    assert {"forget_ce_attacked", "retain_ce", "forget_ce", "retain_ce_attacked"} <= set(summary.columns)
-    assert summary.forget_ce_attacked.map(math.isfinite).all() and (summary.forget_ce_attacked > 0).all()
+    assert summary.forget_attacked.map(math.isfinite).all() and (summary.forget_attacked > 0).all()
     base = summary[(summary.model == "base")].set_index("budget")
-    assert base.loc[0, "forget_ce_attacked"] == pytest.approx(base.loc[0, "forget_ce"], rel=1e-3)
-    curves = pd.concat(pd.read_csv(p) for p in (tmp_path / "language/seed0/attack/base").glob("lr*.csv"))
+    assert base.loc[0, "forget_attacked"] == pytest.approx(base.loc[0, "forget_before"], rel=1e-3)
+    curves = pd.concat(pd.read_csv(p) for p in (tmp_path / "language/seed0/attack/base").glob("*lr*.csv"))
     last = curves[(curves.metric == "ce_forget") & (curves.step == curves.step.max())]
-    assert base.loc[base.index.max(), "forget_ce_attacked"] == pytest.approx(last.value.min())
+    assert base.loc[base.index.max(), "forget_attacked"] == pytest.approx(last.value.min())
     for name in ("relearning_curves", "pareto", "robustness_vs_compute"):
         assert (tmp_path / "language" / "figures" / f"{name}.png").stat().st_size > 1000
 
@@ -345,6 +334,7 @@ def yaml_config() -> dict:
             "noise": {"alphas": [0.5], "beta": 0.1, "fresh_init": False},  # 6 models, 23 jobs
             "distill": {"steps": 10, "lr": 3.0e-3, "batch_size": 4, "seq_len": 32, "warmup": 2,
                         "stop_within": 0.1, "check_every": 5},
-            "attack": {"lrs": [3.0e-3], "seeds": [0], "steps": 6, "eval_every": 3, "batch_size": 4,
+            "oracle_match": {"inits": [], "steps": 5},
+            "attack": {"lrs": [3.0e-3], "data": ["forget"], "seeds": [0], "steps": 6, "eval_every": 3, "batch_size": 4,
                        "seq_len": 32},
             "report": {"budgets": [0, 6]}}
