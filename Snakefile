@@ -8,6 +8,11 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# Config files are merged key by key over config.yaml; one that names its setting brings that setting's
+# whole data block, so config.yaml's data keys (another setting's) must not be merged into it.
+_cli = workflow.config_settings.overwrite_config or {}
+if "setting" in _cli and "data" in _cli:
+    config["data"] = dict(_cli["data"])
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
