@@ -8,11 +8,13 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-# Config files are merged key by key over config.yaml; one that names its setting brings that setting's
-# whole data block, so config.yaml's data keys (another setting's) must not be merged into it.
-_cli = workflow.config_settings.overwrite_config or {}
-if "setting" in _cli and "data" in _cli:
-    config["data"] = dict(_cli["data"])
+# Config files are merged key by key over config.yaml, except two blocks that a config file brings
+# whole: `data` (it belongs to one setting) and `unlearn.methods` (a study names the methods it compares).
+_given = workflow.config_settings.overwrite_config or {}
+if "data" in _given:
+    config["data"] = dict(_given["data"])
+if "methods" in _given.get("unlearn", {}):
+    config["unlearn"]["methods"] = dict(_given["unlearn"]["methods"])
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -43,6 +43,7 @@ class LanguageEvaluator:
             self.batches[op] = [pad_examples(ids[i: i + batch_size], plen[i: i + batch_size])
                                 for i in range(0, len(ids), batch_size)]
         self.hangul = hangul_token_mask(tok, hangul)  # [V]
+        self.tokens = sum(b["input_ids"].numel() for bs in self.batches.values() for b in bs)  # per call (FLOPs)
 
     @torch.inference_mode()
     def __call__(self, model, precision: str = "fp32", device=torch.device("cpu")) -> dict[str, float]:
