@@ -80,9 +80,9 @@ else:
     ONE_CPU = max(1, workflow.cores // CPUS)  # small jobs: one real core each
 
 # What a job asks a scheduler for, besides its threads: memory in MB (peak RSS of the default study's
-# training jobs is ~750 MB, of the others ~500 MB; a CUDA context adds ~2 GB on the host) and wall time in
-# minutes (the longest default job, pretraining, takes ~7 min on a shared 2-core CPU). Larger studies
-# raise them per rule with --set-resources (see workflow/profiles/slurm/config.yaml).
+# training jobs is ~750 MB, of the others ~500 MB; GPU jobs get 2 GB more for the CUDA context) and wall
+# time in minutes (the longest default job, pretraining, takes ~7 min on a shared 2-core CPU). Larger
+# studies raise them per rule with --set-resources (README, "Running on a cluster").
 GPU = config["cluster"]["gpu"]  # GPUs per training job; the SLURM executor turns it into --gpus
 MEM_TRAIN = 2000 + 2000 * min(GPU, 1)
 MEM_SMALL = 1000
