@@ -7,8 +7,9 @@ the outputs match a local run of the same study file by file in shape (data byte
 cancelled job was resubmitted and its checkpoint loads and is finite. Skipped, with the reason, only
 where SLURM cannot be started at all (not root, or neither SLURM nor apt-get present).
 
-The study is configs/tiny.yaml with one α and one attack LR (22 SLURM jobs instead of 39): every rule
-still runs, and the test stays within a few minutes on 2 cores.
+The study is configs/tiny.yaml narrowed to one α, one attack LR and data choice and no oracle matching
+(22 SLURM jobs and 2 local ones): every stage of the main study still runs, and the test stays within
+a few minutes on 2 cores.
 """
 from __future__ import annotations
 
