@@ -18,6 +18,7 @@ rule relearn:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
+    resources: mem_mb=MEM_TRAIN, runtime=30, gpu=GPU
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -42,6 +43,7 @@ rule evaluate:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
+    resources: mem_mb=MEM_SMALL, runtime=15
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -1,8 +1,6 @@
 # Paths, the list of models of the study, and checks the schema cannot express.
 import os
 
-from pipeline_py.config_checks import check_config
-
 R = f"{config['results']}/{config['setting']}"  # every output of this setting
 S = f"{R}/seed{{seed}}"  # one seed's data, models, attacks and metrics
 CPUS = os.cpu_count() or 1
@@ -18,8 +16,12 @@ wildcard_constraints:
     model=r"(base|oracle)(/[a-z][a-z0-9_]*(/undo_(a[0-9.e-]+_b[0-9.e-]+|fresh))?)?",
 
 # Fail at DAG build time, naming the key, for what JSON schema cannot check (method hyperparameters,
-# alpha/beta, values that depend on each other).
-check_config(config)
+# alpha/beta, values that depend on each other). A job running on a cluster node (remote mode) skips
+# this: the submitting process checked it, and the checks import torch.
+if not workflow.remote_exec:
+    from pipeline_py.config_checks import check_config
+
+    check_config(config)
 
 
 def inits():
@@ -58,10 +60,29 @@ def ckpt(model):
     return f"{S}/models/{model}/model.safetensors"
 
 
+# On a cluster no --cores is given (the submitting process) or the job runs inside its own allocation
+# (remote mode): there a job's threads are the CPUs SLURM grants it (--cpus-per-task).
+ON_CLUSTER = workflow.resource_settings.cores is None or workflow.remote_exec
+
+
 def torch_threads(wildcards, threads):
     """Snakemake counts threads against --cores; map a job's share of them onto the real CPUs."""
+    if ON_CLUSTER:
+        return threads
     return max(1, threads * CPUS // max(workflow.cores, 1))
 
 
-HALF = max(1, workflow.cores // 2)  # training jobs: two at a time fill the machine
-ONE_CPU = max(1, workflow.cores // CPUS)  # small jobs: one real core each
+if ON_CLUSTER:
+    HALF = config["cluster"]["train_threads"]  # training jobs (pretrain, distill)
+    ONE_CPU = 1  # small jobs
+else:
+    HALF = max(1, workflow.cores // 2)  # training jobs: two at a time fill the machine
+    ONE_CPU = max(1, workflow.cores // CPUS)  # small jobs: one real core each
+
+# What a job asks a scheduler for, besides its threads: memory in MB (peak RSS of the default study's
+# training jobs is ~750 MB, of the others ~500 MB; GPU jobs get 2 GB more for the CUDA context) and wall
+# time in minutes (the longest default job, pretraining, takes ~7 min on a shared 2-core CPU). Larger
+# studies raise them per rule with --set-resources (README, "Running on a cluster").
+GPU = config["cluster"]["gpu"]  # GPUs per training job; the SLURM executor turns it into --gpus
+MEM_TRAIN = 2000 + 2000 * min(GPU, 1)
+MEM_SMALL = 1000
