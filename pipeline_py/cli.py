@@ -3,7 +3,7 @@
     python -m pipeline_py pretrain data=results/arithmetic/seed0/data/train.jsonl \
         out=/tmp/base model='{d_model: 64}' train_cfg='{steps: 100, lr: 3e-3}'
 
-Values are parsed as YAML. A path to a `model.safetensors` stands for its checkpoint directory, so
+Values are parsed as YAML. A path to a `*.safetensors` file stands for its checkpoint directory, so
 rules can name checkpoint files as inputs and outputs while stages take directories.
 """
 from __future__ import annotations
@@ -16,12 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from . import figures, report, stages
+from . import era, figures, report, stages
 
 STAGES = {name: getattr(stages, name) for name in
           ("make_data", "filter_data", "pretrain", "unlearn", "noise", "distill", "relearn", "evaluate")}
 STAGES["summarize"] = report.summarize
 STAGES["pareto_plot"] = figures.pareto_plot
+STAGES.update(pretrain_routed=era.pretrain_routed, ablate=era.ablate)
 
 
 def setup_logging(log_file: str | None = None) -> None:
@@ -34,7 +35,7 @@ def setup_logging(log_file: str | None = None) -> None:
 
 
 def as_dir(value):
-    if isinstance(value, str) and value.endswith("model.safetensors"):
+    if isinstance(value, str) and value.endswith(".safetensors"):
         return str(Path(value).parent)
     return value
 

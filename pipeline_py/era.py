@@ -1,0 +1,76 @@
+"""The two stages of ERA (gradient routing): `pretrain_routed` and `ablate`.
+
+`pretrain_routed` follows the base's recipe exactly (same data, same example order, same steps, batch and
+LR schedule), so its compute matches the base's up to the extra neurons; only the model is expanded and
+the gradients routed. `ablate` deletes the extra neurons and runs a short coherence finetune on the
+small labeled retain set, leaving a standard checkpoint that the attack, evaluation, noise and
+distillation stages read like any unlearned model.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .batches import PackedStream, read_jsonl
+from .checkpoint import make_record, save_checkpoint
+from .losses import token_ce
+from .model import ModelConfig
+from .routing import EraConfig, RoutedLM, RoutedStream, load_routed, route_weights, save_routed
+from .tokenizer import load_tokenizer
+from .train import TrainConfig, setup_runtime, train
+
+log = logging.getLogger("pipeline_py")
+
+
+def pretrain_routed(data: str, out: str, model: dict, train_cfg: dict, era: dict, precision: str = "bf16",
+                    seed: int = 0, threads: int = 1, device: str = "auto") -> None:
+    """Pretrain the expanded model on the base's data with per-token routed gradients and an L1 penalty on
+    the extra neurons' activations."""
+    dev = setup_runtime(threads, device)
+    ec = EraConfig.from_dict(era)
+    tok = load_tokenizer(Path(data).parent)
+    cfg, tc = ModelConfig(vocab_size=tok.get_vocab_size(), **model), TrainConfig(**train_cfg)
+    torch.manual_seed(seed)
+    net = RoutedLM(cfg, ec.layers, ec.extra).to(dev)
+    rows = read_jsonl(data)
+    stream = RoutedStream(tok, rows, tc.batch_size, tc.seq_len, seed, ec)
+    log.info("pretrain_routed: %d of %d forget examples labeled for routing, layers %s, %d extra neurons each",
+             stream.labeled.sum(), sum(r["forget"] for r in rows), list(ec.layers), ec.extra)
+
+    def loss():
+        b = next(stream)
+        x = b["input_ids"].to(dev)
+        route = tuple(w.to(dev) for w in route_weights(b["strength"], ec.forget_weight))
+        ce = token_ce(net(x, route=route), b["labels"].to(dev))
+        return ce + ec.l1 * net.extra_l1() if ec.l1 else ce
+
+    train(net, loss, tc, "pretrain_routed", precision, dev)
+    rec = make_record("pretrain_routed", net, None, stream.tokens_seen, data=data, era=era,
+                      routed_tokens=stream.routed_tokens)
+    save_routed(net, Path(data).parent, out, rec)
+
+
+def ablate(routed: str, retain: str, out: str, era: dict, precision: str = "bf16", seed: int = 0,
+           threads: int = 1, device: str = "auto") -> None:
+    """Remove the extra neurons (input and output weights), then finetune `era.finetune_steps` steps on the
+    labeled retain examples (packed, loss on every token) to restore coherence."""
+    dev = setup_runtime(threads, device)
+    ec = EraConfig.from_dict(era)
+    routed_net, parent = load_routed(routed)
+    net = routed_net.ablate().to(dev)
+    del routed_net
+    tok = load_tokenizer(routed)
+    tc = TrainConfig(steps=max(1, ec.finetune_steps), lr=ec.finetune_lr, warmup=min(5, ec.finetune_steps // 10),
+                     schedule="constant", log_every=max(1, ec.finetune_steps // 4))
+    stream = PackedStream(tok, read_jsonl(retain), tc.batch_size, tc.seq_len, seed)
+    steps = 0
+    if ec.finetune_steps:
+        steps = train(net, lambda: _lm_loss(net, next(stream), dev), tc, "ablate[finetune]", precision, dev)
+    rec = make_record("ablate", net, parent, stream.tokens_seen, steps=steps, routed=routed, era=era)
+    save_checkpoint(net, routed, out, rec)
+
+
+def _lm_loss(net, batch: dict, dev) -> torch.Tensor:
+    return token_ce(net(batch["input_ids"].to(dev)), batch["labels"].to(dev))

@@ -1,0 +1,248 @@
+"""Gradient routing (ERA: expand, route, ablate; Cloud et al. 2024): the routed model, its masks and data.
+
+Expand: chosen layers get `extra` MLP hidden neurons beyond the `d_ff` originals. Route: on the MLP
+hidden activation h [B, T, F+k] of those layers the forward value is kept and only the gradient is
+weighted per token, h' = h̄ + m ⊙ (h − h̄) with h̄ = stopgrad(h); that equals m ⊙ h + (1 − m) ⊙ h̄ in
+gradient and is bit-identical to h in value. Ablate: drop the extra neurons (rows of gate/up, columns of
+down) to get the standard architecture back.
+
+The route of position t is chosen by its *target*, token t+1: strength s ∈ [0, 1] (1 for a token of a
+labeled forget example, times its unigram weight under soft routing, 0 otherwise); the original neurons
+get weight 1 − s·(1 − forget_weight), the extra neurons always 1 (retain tokens train everything).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .batches import PackedStream
+from .checkpoint import atomic_path, check_finite
+from .model import CausalLM, ModelConfig
+from .tokenizer import TOKENIZER_FILES
+
+WEIGHTS, ROUTING = "routed.safetensors", "routing.json"  # not config.json: not a standard checkpoint
+
+
+@dataclass(frozen=True)
+class EraConfig:
+    layers: tuple[int, ...] = (0, 1, 2, 3)  # blocks whose MLP is expanded and routed
+    extra: int = 64  # k extra MLP hidden neurons per routed layer
+    forget_weight: float = -0.75  # gradient weight of the original neurons on routed tokens (<= 1)
+    soft: bool = False  # scale each token's routing by its forget/retain unigram frequency ratio
+    l1: float = 1e-4  # L1 penalty on the extra neurons' activations (mean over tokens of Σ_k |h|)
+    labeled_fraction: float = 1.0  # share of forget examples whose label routing may use
+    finetune_steps: int = 40  # coherence finetune after ablation (0 = none)
+    finetune_lr: float = 1e-3  # its constant AdamW learning rate
+    undo_alphas: tuple[float, ...] = ()  # noise strengths of ERA + UNDO students (workflow only)
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "undo_alphas", tuple(self.undo_alphas))
+        self.check("layers", len(self.layers) > 0 and all(_is_int(i) and i >= 0 for i in self.layers)
+                   and len(set(self.layers)) == len(self.layers), "a non-empty list of distinct block indices >= 0")
+        self.check("extra", _is_int(self.extra) and self.extra > 0, "a positive integer")
+        self.check("forget_weight", _is_num(self.forget_weight) and self.forget_weight <= 1, "a number <= 1")
+        self.check("soft", isinstance(self.soft, bool), "true or false")
+        self.check("l1", _is_num(self.l1) and self.l1 >= 0, "a number >= 0")
+        self.check("labeled_fraction", _is_num(self.labeled_fraction) and 0 <= self.labeled_fraction <= 1,
+                   "a number in [0, 1]")
+        self.check("finetune_steps", _is_int(self.finetune_steps) and self.finetune_steps >= 0, "an integer >= 0")
+        self.check("finetune_lr", _is_num(self.finetune_lr) and self.finetune_lr > 0, "a number > 0")
+        self.check("undo_alphas", all(_is_num(a) and 0 <= a <= 1 for a in self.undo_alphas), "numbers in [0, 1]")
+
+    def check(self, key: str, ok: bool, allowed: str) -> None:
+        if not ok:
+            raise ValueError(f"era.{key} = {getattr(self, key)!r} is invalid: it must be {allowed}")
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "EraConfig":
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ValueError(f"era: unknown keys {unknown}; allowed: {sorted(allowed)}")
+        return cls(**params)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+class RoutedMLP(nn.Module):
+    """SwiGLU MLP with F original and k extra hidden neurons (extra ones last). `route` = (w_orig, w_extra),
+    each [B, T], weights the gradient of the hidden activation; `l1` keeps Σ_k |h_extra| averaged over tokens."""
+
+    def __init__(self, d_model: int, d_ff: int, extra: int):
+        super().__init__()
+        self.d_ff = d_ff
+        self.gate_proj = nn.Linear(d_model, d_ff + extra, bias=False)
+        self.up_proj = nn.Linear(d_model, d_ff + extra, bias=False)
+        self.down_proj = nn.Linear(d_ff + extra, d_model, bias=False)
+        self.route: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.l1: torch.Tensor | None = None
+
+    def forward(self, x):  # [B, T, D] -> [B, T, F+k] -> [B, T, D]
+        h = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        self.l1 = h[..., self.d_ff:].abs().sum(-1).mean()
+        if self.route is not None:
+            w = torch.cat([self.route[0].unsqueeze(-1).expand(*h.shape[:2], self.d_ff),
+                           self.route[1].unsqueeze(-1).expand(*h.shape[:2], h.shape[-1] - self.d_ff)], dim=-1)
+            frozen = h.detach()
+            h = frozen + w.to(h.dtype) * (h - frozen)  # value exactly h, gradient w ⊙ ∂L/∂h'
+        return self.down_proj(h)
+
+
+class RoutedLM(CausalLM):
+    """The Llama of model.py with the MLPs of `layers` expanded by `extra` neurons."""
+
+    def __init__(self, cfg: ModelConfig, layers: tuple[int, ...], extra: int):
+        super().__init__(cfg)
+        bad = [i for i in layers if i >= cfg.n_layers]
+        if bad:
+            raise ValueError(f"era.layers {bad} do not exist: the model has {cfg.n_layers} blocks (0..{cfg.n_layers - 1})")
+        self.layers, self.extra = tuple(layers), extra
+        for i in self.layers:
+            self.model.layers[i].mlp = RoutedMLP(cfg.d_model, cfg.d_ff, extra)
+        self.reset_parameters()
+
+    def routed(self) -> list[RoutedMLP]:
+        return [self.model.layers[i].mlp for i in self.layers]
+
+    def forward(self, input_ids, route: tuple[torch.Tensor, torch.Tensor] | None = None, hidden_layer=None):
+        """Logits [B, T, V]; `route` = (w_orig, w_extra) [B, T] gradient weights, None = plain training."""
+        for mlp in self.routed():
+            mlp.route = route
+        try:
+            return super().forward(input_ids, hidden_layer=hidden_layer)
+        finally:
+            for mlp in self.routed():
+                mlp.route = None
+
+    def extra_l1(self) -> torch.Tensor:
+        """Σ over routed layers of the last forward's mean Σ_k |h_extra| (the L1 penalty before its coefficient)."""
+        return sum(mlp.l1 for mlp in self.routed())
+
+    def ablate(self) -> CausalLM:
+        """A standard CausalLM with the extra neurons' input and output weights removed."""
+        plain = CausalLM(self.cfg)
+        F_ = self.cfg.d_ff
+        state = {}
+        for name, p in self.state_dict().items():
+            i = int(name.split(".")[2]) if name.startswith("model.layers.") else -1
+            if i in self.layers and name.endswith(("gate_proj.weight", "up_proj.weight")):
+                p = p[:F_]  # [F+k, D] -> [F, D]
+            elif i in self.layers and name.endswith("down_proj.weight"):
+                p = p[:, :F_]  # [D, F+k] -> [D, F]
+            state[name] = p.detach().clone()
+        plain.load_state_dict(state)
+        return plain.to(next(self.parameters()).device)
+
+
+def route_weights(strength: torch.Tensor, forget_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token strengths [B, T] (of each token as a target) → gradient weights (w_orig, w_extra) [B, T] of
+    the *predicting* positions: position t takes the strength of token t+1; the last position has no target."""
+    s = torch.zeros_like(strength, dtype=torch.float32)
+    s[:, :-1] = strength[:, 1:]
+    return 1.0 - s * (1.0 - forget_weight), torch.ones_like(s)
+
+
+def labeled_mask(rows: list[dict], fraction: float, seed: int) -> np.ndarray:
+    """Which examples carry a forget label routing may use: a seeded `fraction` of the forget examples."""
+    draw = np.random.default_rng(seed + 7919).random(len(rows))
+    return np.array([bool(r["forget"]) for r in rows]) & (draw < fraction)
+
+
+def unigram_weights(ids: list[list[int]], labeled: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Soft routing weight per token v: f_F(v) / (f_F(v) + f_R(v)), with f the token's relative frequency
+    (add-one smoothed) in labeled forget examples (F) and all other examples (R). [V]"""
+    counts = [Counter(), Counter()]
+    for seq, lab in zip(ids, labeled):
+        counts[int(lab)].update(seq)
+    freq = []
+    for c in counts:
+        n = np.ones(vocab_size)
+        for v, k in c.items():
+            n[v] += k
+        freq.append(n / n.sum())
+    return freq[1] / (freq[0] + freq[1])
+
+
+class RoutedStream(PackedStream):
+    """PackedStream that also yields `strength` [B, T]: each token's routing strength as a target. Draws the
+    same examples in the same order as PackedStream with the same seed, so tokens match the base's."""
+
+    def __init__(self, tok, rows: list[dict], batch_size: int, seq_len: int, seed: int, era: EraConfig):
+        super().__init__(tok, rows, batch_size, seq_len, seed)
+        self.labeled = labeled_mask(rows, era.labeled_fraction, seed)
+        token_w = unigram_weights(self.ids, self.labeled, tok.get_vocab_size()) if era.soft else None
+        self.strengths = [(token_w[seq] if token_w is not None else np.ones(len(seq))) * lab
+                          for seq, lab in zip(self.ids, self.labeled)]
+        self.s_buffer: list[float] = []
+        self.routed_tokens = 0.0  # Σ of strengths drawn: how much of the stream was routed
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        need = self.B * self.T
+        while len(self.buffer) < need:
+            for i in self.rng.choice(len(self.ids), size=max(64, need // 16), p=self.p):
+                self.buffer.extend(self.ids[i])
+                self.s_buffer.extend(self.strengths[i])
+        x = torch.tensor(self.buffer[:need], dtype=torch.long).view(self.B, self.T)
+        s = torch.tensor(self.s_buffer[:need], dtype=torch.float32).view(self.B, self.T)
+        del self.buffer[:need], self.s_buffer[:need]
+        self.tokens_seen += need
+        self.routed_tokens += float(s.sum())
+        return {"input_ids": x, "labels": x.clone(), "strength": s}
+
+
+def save_routed(model: RoutedLM, tokenizer_dir: str | Path, out_dir: str | Path, record: dict) -> None:
+    """Routed weights, `routing.json` (architecture) and `record.json`; the weights file is renamed last."""
+    out_dir = Path(out_dir)
+    check_finite(model, f"saving {out_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arch = {**{f.name: getattr(model.cfg, f.name) for f in fields(model.cfg)}, "layers": list(model.layers),
+            "extra": model.extra}
+    for name, text in ((ROUTING, json.dumps(arch, indent=2)), ("record.json", json.dumps(record, indent=2))):
+        with atomic_path(out_dir / name) as tmp:
+            Path(tmp).write_text(text)
+    for name in TOKENIZER_FILES:
+        if (Path(tokenizer_dir) / name).is_file():
+            with atomic_path(out_dir / name) as tmp:
+                Path(tmp).write_bytes((Path(tokenizer_dir) / name).read_bytes())
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / WEIGHTS) as tmp:
+        save_file(state, tmp, metadata={"format": "pt"})
+
+
+def load_routed(ckpt_dir: str | Path) -> tuple[RoutedLM, dict]:
+    ckpt_dir = Path(ckpt_dir)
+    for f in (ckpt_dir / ROUTING, ckpt_dir / WEIGHTS):
+        if not f.is_file():
+            raise FileNotFoundError(f"incomplete routed checkpoint: {f} is missing (run pretrain_routed)")
+    arch = json.loads((ckpt_dir / ROUTING).read_text())
+    layers, extra = tuple(arch.pop("layers")), arch.pop("extra")
+    model = RoutedLM(ModelConfig(**arch), layers, extra)
+    model.load_state_dict(load_file(ckpt_dir / WEIGHTS))
+    record_path = ckpt_dir / "record.json"
+    return model.eval(), json.loads(record_path.read_text()) if record_path.is_file() else {}
+
+
+def check_era(era: dict, model: dict) -> EraConfig:
+    """The `era` config block, validated against itself and the model's depth (at DAG build time)."""
+    ec = EraConfig.from_dict(era)
+    n_layers = model.get("n_layers", ModelConfig.n_layers)
+    bad = [i for i in ec.layers if i >= n_layers]
+    if bad:
+        raise ValueError(f"era.layers = {list(ec.layers)} is invalid: {bad} exceed the model's {n_layers} blocks "
+                         f"(allowed 0..{n_layers - 1})")
+    return ec
