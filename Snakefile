@@ -27,6 +27,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/oracle_match.smk"
+include: "workflow/rules/era.smk"
 include: "workflow/rules/attack.smk"
 include: "workflow/rules/report.smk"
 

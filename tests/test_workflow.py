@@ -71,6 +71,8 @@ def tiny_models(cfg: dict) -> list[str]:
     inits += ["fresh"] if cfg["noise"]["fresh_init"] else []
     out = ["base", "oracle"] + [f"base/{m}" for m in cfg["unlearn"]["methods"]]
     out += [f"base/{m}/undo_{i}" for m in cfg["noise"]["methods"] for i in inits]
+    if "era" in cfg:
+        out += ["routed/era"] + [f"routed/era/undo_a{a}_b{beta}" for a in cfg["era"]["undo_alphas"]]
     return out + [f"oracle/match_{s}" for s in cfg["oracle_match"]["inits"]]
 
 
@@ -87,10 +89,12 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
     n_inits = len(cfg["noise"]["alphas"]) + int(cfg["noise"]["fresh_init"])
     n_models = len(tiny_models(cfg))
     n_match = len(cfg["oracle_match"]["inits"])
-    assert n_models == 2 + n_methods + n_undo * n_inits + n_match
+    n_era = len(cfg["era"]["undo_alphas"])  # ERA + UNDO students
+    assert n_models == 2 + n_methods + n_undo * n_inits + n_match + 1 + n_era
     attack = cfg["attack"]
     expected = {"make_data": 1, "filter_data": 1, "pretrain": 1, "pretrain_oracle": 1, "unlearn": n_methods,
-                "noise": n_undo * n_inits, "distill": n_undo * n_inits, "oracle_fresh_init": 1,
+                "pretrain_routed": 1, "ablate": 1,
+                "noise": n_undo * n_inits + n_era, "distill": n_undo * n_inits + n_era, "oracle_fresh_init": 1,
                 "match_oracle": n_match,
                 "relearn": n_models * len(attack["lrs"]) * len(attack["seeds"]) * len(attack["data"]),
                 "evaluate": n_models, "summarize": 1, "pareto_plot": 1}
@@ -130,6 +134,8 @@ BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must app
                                                                 "allowed: 1..64"]),
     "budget_beyond_attack": ("report: {budgets: [0, 50]}", ["report.budgets", "[50]", "attack.steps = 10",
                                                             "allowed: 0..10"]),
+    "era_layer_beyond_model": ("era: {layers: [0, 2]}", ["era.layers", "[2]"]),
+    "era_unknown_key": ("era: {layers: [0], bogus_routing: 1}", ["era", "bogus_routing"]),
 }
 
 

@@ -7,21 +7,25 @@ CPUS = os.cpu_count() or 1
 
 wildcard_constraints:
     seed=r"\d+",
+    root=r"base|routed",
     method=r"[a-z][a-z0-9_]*",
     init=r"a[0-9.e-]+_b[0-9.e-]+|fresh",
     lr=r"[0-9.]+(e-?[0-9]+)?",
     aseed=r"\d+",
     adata=r"forget|mix",
     start=r"base|fresh",
-    model=r"(base|oracle)(/[a-z][a-z0-9_]*(/undo_(a[0-9.e-]+_b[0-9.e-]+|fresh))?)?",
+    model=r"(base|oracle|routed)(/[a-z][a-z0-9_]*(/undo_(a[0-9.e-]+_b[0-9.e-]+|fresh))?)?",
 
 # Fail at DAG build time, naming the key, for what JSON schema cannot check (method hyperparameters,
 # alpha/beta, values that depend on each other). A job running on a cluster node (remote mode) skips
 # this: the submitting process checked it, and the checks import torch.
 if not workflow.remote_exec:
     from pipeline_py.config_checks import check_config
+    from pipeline_py.routing import check_era
 
     check_config(config)
+    if "era" in config:
+        check_era(config["era"], config["model"])
 
 
 def inits():

@@ -1,10 +1,10 @@
 rule noise:
     input:
-        teacher=ckpt("base/{method}"),
+        teacher=ckpt("{root}/{method}"),
     output:
-        out=ckpt("base/{method}/noised_{init}"),
+        out=ckpt("{root}/{method}/noised_{init}"),
     log:
-        f"{S}/logs/noise_{{method}}_{{init}}.log",
+        f"{S}/logs/noise_{{root}}_{{method}}_{{init}}.log",
     params:
         stage="noise",
         alpha=lambda w: None if w.init == "fresh" else float(w.init[1:].split("_b")[0]),
@@ -20,16 +20,16 @@ rule noise:
 
 rule distill:
     input:
-        teacher=ckpt("base/{method}"),
-        student=ckpt("base/{method}/noised_{init}"),
+        teacher=ckpt("{root}/{method}"),
+        student=ckpt("{root}/{method}/noised_{init}"),
         data=rules.make_data.output.train,
         eval_data=rules.make_data.output.eval_data,
     output:
-        out=ckpt("base/{method}/undo_{init}"),
+        out=ckpt("{root}/{method}/undo_{init}"),
     log:
-        f"{S}/logs/distill_{{method}}_{{init}}.log",
+        f"{S}/logs/distill_{{root}}_{{method}}_{{init}}.log",
     benchmark:
-        f"{S}/benchmarks/distill_{{method}}_{{init}}.tsv"
+        f"{S}/benchmarks/distill_{{root}}_{{method}}_{{init}}.tsv"
     params:
         stage="distill",
         train_cfg={k: v for k, v in config["distill"].items() if k not in ("stop_within", "check_every")},

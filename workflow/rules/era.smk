@@ -1,0 +1,48 @@
+rule pretrain_routed:
+    input:
+        data=rules.make_data.output.train,
+        tokenizer=rules.make_data.output.tokenizer,
+    output:
+        out=f"{S}/models/routed/routed.safetensors",
+    log:
+        f"{S}/logs/pretrain_routed.log",
+    benchmark:
+        f"{S}/benchmarks/pretrain_routed.tsv"
+    params:
+        stage="pretrain_routed",
+        model=config["model"],
+        train_cfg=config["pretrain"],
+        era=config.get("era", {}),
+        precision=config["precision"],
+        device=config["device"],
+        seed=lambda w: int(w.seed),
+        threads=torch_threads,
+    threads: HALF
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/stage.py"
+
+
+rule ablate:
+    input:
+        routed=rules.pretrain_routed.output.out,
+        retain=rules.filter_data.output.retain,
+    output:
+        out=ckpt("routed/era"),
+    log:
+        f"{S}/logs/ablate.log",
+    benchmark:
+        f"{S}/benchmarks/ablate.tsv"
+    params:
+        stage="ablate",
+        era=config.get("era", {}),
+        precision=config["precision"],
+        device=config["device"],
+        seed=lambda w: int(w.seed),
+        threads=torch_threads,
+    threads: ONE_CPU
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/stage.py"
