@@ -34,7 +34,9 @@ def _parse(pattern: re.Pattern, path: str) -> re.Match:
 
 
 def describe(model: str) -> dict:
-    """Kind, method and alpha of a model id such as 'base/maxent/undo_a0.4_b0.1' or 'oracle/match_fresh'."""
+    """Kind, method and alpha of a model id such as 'base/maxent/undo_a0.4_b0.1' or 'oracle/match_fresh'. ERA's
+    ids read alike: 'routed/era' (routed pretraining + ablation) is method 'era' unlearned, 'routed/era/undo_…'
+    its students."""
     parts = model.split("/")
     if len(parts) == 1:
         return {"kind": parts[0], "method": "", "alpha": float("nan")}
