@@ -1,10 +1,9 @@
 """Gradient routing (ERA: expand, route, ablate; Cloud et al. 2024): the routed model, its masks and data.
 
 Expand: chosen layers get `extra` MLP hidden neurons beyond the `d_ff` originals. Route: on the MLP
-hidden activation h [B, T, F+k] of those layers the forward value is kept and only the gradient is
-weighted per token, h' = h̄ + m ⊙ (h − h̄) with h̄ = stopgrad(h); that equals m ⊙ h + (1 − m) ⊙ h̄ in
-gradient and is bit-identical to h in value. Ablate: drop the extra neurons (rows of gate/up, columns of
-down) to get the standard architecture back.
+hidden activation h [B, T, F+k] of those layers, h' = m ⊙ h + (1 − m) ⊙ stopgrad(h): the forward value
+is h exactly (an identity whose backward multiplies by m), only the gradient is weighted per token.
+Ablate: drop the extra neurons (rows of gate/up, columns of down) to get the standard architecture back.
 
 The route of position t is chosen by its *target*, token t+1: strength s ∈ [0, 1] (1 for a token of a
 labeled forget example, times its unigram weight under soft routing, 0 otherwise); the original neurons
@@ -96,11 +95,26 @@ class RoutedMLP(nn.Module):
         h = F.silu(self.gate_proj(x)) * self.up_proj(x)
         self.l1 = h[..., self.d_ff:].abs().sum(-1).mean()
         if self.route is not None:
-            w = torch.cat([self.route[0].unsqueeze(-1).expand(*h.shape[:2], self.d_ff),
-                           self.route[1].unsqueeze(-1).expand(*h.shape[:2], h.shape[-1] - self.d_ff)], dim=-1)
-            frozen = h.detach()
-            h = frozen + w.to(h.dtype) * (h - frozen)  # value exactly h, gradient w ⊙ ∂L/∂h'
+            h = RouteGrad.apply(h, self.route[0], self.route[1], self.d_ff)
         return self.down_proj(h)
+
+
+class RouteGrad(torch.autograd.Function):
+    """h' = m ⊙ h + (1 − m) ⊙ stopgrad(h): the value is h itself, the gradient is m ⊙ ∂L/∂h', with
+    m = w_orig [B, T] on the first F neurons and w_extra [B, T] on the rest."""
+
+    @staticmethod
+    def forward(ctx, h, w_orig, w_extra, d_ff: int):
+        ctx.save_for_backward(w_orig, w_extra)
+        ctx.d_ff = d_ff
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, g):  # g [B, T, F+k]
+        w_orig, w_extra = ctx.saved_tensors
+        F_ = ctx.d_ff
+        w_orig, w_extra = (w.unsqueeze(-1).to(g.dtype) for w in (w_orig, w_extra))
+        return torch.cat([g[..., :F_] * w_orig, g[..., F_:] * w_extra], dim=-1), None, None, None
 
 
 class RoutedLM(CausalLM):
@@ -110,7 +124,8 @@ class RoutedLM(CausalLM):
         super().__init__(cfg)
         bad = [i for i in layers if i >= cfg.n_layers]
         if bad:
-            raise ValueError(f"era.layers {bad} do not exist: the model has {cfg.n_layers} blocks (0..{cfg.n_layers - 1})")
+            raise ValueError(f"era.layers {bad} do not exist: the model has {cfg.n_layers} blocks "
+                             f"(0..{cfg.n_layers - 1})")
         self.layers, self.extra = tuple(layers), extra
         for i in self.layers:
             self.model.layers[i].mlp = RoutedMLP(cfg.d_model, cfg.d_ff, extra)
