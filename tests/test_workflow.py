@@ -282,3 +282,21 @@ def test_e2e_html_report_holds_every_figure_with_its_caption(e2e_run, tmp_path):
     for caption in sorted((REPO / "workflow" / "report").glob("*.rst")):
         words = " ".join(caption.read_text().split()[:4])
         assert words in html or words.replace("``", "") in html, caption.name
+
+
+@pytest.mark.e2e
+def test_e2e_adding_an_era_alpha_reruns_only_its_student(e2e_run, tmp_path):
+    """One more ERA + UNDO α plans only that student's noise, distill, attacks, evaluation and pareto_plot:
+    the routed pretraining and the ablation are not redone."""
+    cfg = tiny_config()
+    extra = tmp_path / "more_era_alphas.yaml"
+    extra.write_text(yaml.safe_dump({"era": {"undo_alphas": [*cfg["era"]["undo_alphas"], 0.3]}}))
+    proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY), str(extra),
+                         "--config", f"results={e2e_run}")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output_of(proc)
+    runs = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]) * len(cfg["attack"]["data"])
+    assert job_stats(text) == {"noise": 1, "distill": 1, "relearn": runs, "evaluate": 1, "summarize": 1,
+                               "pareto_plot": 1}, output_of(proc)
+    new = f"routed/era/undo_a0.3_b{cfg['noise']['beta']}"
+    assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == {new}

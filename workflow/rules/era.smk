@@ -1,3 +1,6 @@
+ABLATE_KEYS = ("finetune_steps", "finetune_lr")  # the era keys only ablate reads (others: pretrain_routed)
+
+
 rule pretrain_routed:
     input:
         data=rules.make_data.output.train,
@@ -12,7 +15,7 @@ rule pretrain_routed:
         stage="pretrain_routed",
         model=config["model"],
         train_cfg=config["pretrain"],
-        era=config.get("era", {}),
+        era={k: v for k, v in config.get("era", {}).items() if k not in ABLATE_KEYS + ("undo_alphas",)},
         precision=config["precision"],
         device=config["device"],
         seed=lambda w: int(w.seed),
@@ -36,7 +39,7 @@ rule ablate:
         f"{S}/benchmarks/ablate.tsv"
     params:
         stage="ablate",
-        era=config.get("era", {}),
+        era={k: v for k, v in config.get("era", {}).items() if k in ABLATE_KEYS},
         precision=config["precision"],
         device=config["device"],
         seed=lambda w: int(w.seed),
