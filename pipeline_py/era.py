@@ -17,6 +17,7 @@ from .batches import PackedStream, read_jsonl
 from .checkpoint import make_record, save_checkpoint
 from .losses import token_ce
 from .model import ModelConfig
+from .resume import Resume
 from .routing import EraConfig, RoutedLM, RoutedStream, load_routed, route_weights, save_routed
 from .tokenizer import load_tokenizer
 from .train import TrainConfig, setup_runtime, train
@@ -46,10 +47,13 @@ def pretrain_routed(data: str, out: str, model: dict, train_cfg: dict, era: dict
         ce = token_ce(net(x, route=route), b["labels"].to(dev))
         return ce + ec.l1 * net.extra_l1() if ec.l1 else ce
 
-    train(net, loss, tc, "pretrain_routed", precision, dev)
+    resume = Resume.for_stream(out, tc.save_every, stream, [data], stage="pretrain_routed", model=cfg, train=tc,
+                               era=ec, precision=precision, seed=seed)
+    train(net, loss, tc, "pretrain_routed", precision, dev, resume=resume)
     rec = make_record("pretrain_routed", net, None, stream.tokens_seen, data=data, era=era,
                       routed_tokens=stream.routed_tokens)
     save_routed(net, Path(data).parent, out, rec)
+    resume.clear()
 
 
 def ablate(routed: str, retain: str, out: str, era: dict, precision: str = "bf16", seed: int = 0,

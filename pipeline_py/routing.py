@@ -201,8 +201,8 @@ class RoutedStream(PackedStream):
         super().__init__(tok, rows, batch_size, seq_len, seed)
         self.labeled = labeled_mask(rows, era.labeled_fraction, seed)
         token_w = unigram_weights(self.ids, self.labeled, tok.get_vocab_size()) if era.soft else None
-        self.strengths = [(token_w[seq] if token_w is not None else np.ones(len(seq))) * lab
-                          for seq, lab in zip(self.ids, self.labeled)]
+        self.strengths = [((token_w[seq] if token_w is not None else np.ones(len(seq))) * lab).tolist()
+                          for seq, lab in zip(self.ids, self.labeled)]  # plain floats: resume states hold them
         self.s_buffer: list[float] = []
         self.routed_tokens = 0.0  # Σ of strengths drawn: how much of the stream was routed
 
@@ -218,6 +218,14 @@ class RoutedStream(PackedStream):
         self.tokens_seen += need
         self.routed_tokens += float(s.sum())
         return {"input_ids": x, "labels": x.clone(), "strength": s}
+
+    def state_dict(self) -> dict:
+        """PackedStream's position plus the pending strengths (for resuming)."""
+        return {**super().state_dict(), "strengths": list(self.s_buffer), "routed_tokens": self.routed_tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.s_buffer, self.routed_tokens = list(state["strengths"]), float(state["routed_tokens"])
 
 
 def save_routed(model: RoutedLM, tokenizer_dir: str | Path, out_dir: str | Path, record: dict) -> None:

@@ -210,3 +210,34 @@ def test_ablate_finetune_trains_on_retain_data(tiny_data, tiny_cfg, tmp_path):
     start = load_routed(tmp_path / "routed")[0].ablate()
     assert rec["steps"] == 3 and rec["trained_tokens"] == 3 * 32 * 64
     assert not torch.equal(ablated.lm_head.weight, start.lm_head.weight)
+
+
+def test_pretrain_routed_killed_mid_run_resumes_bit_identically(tiny_data, tiny_cfg, tmp_path, monkeypatch):
+    """A crash in step 8 (state saved after step 5, strengths of the pending tokens included); the rerun
+    resumes there and writes the same weights and record as an uninterrupted run."""
+    model = {k: getattr(tiny_cfg, k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "max_len")}
+    train_cfg = {"steps": 10, "lr": 3e-3, "batch_size": 4, "seq_len": 32, "save_every": 5}
+    era = {"layers": [0], "extra": 8}
+
+    def run(out):
+        era_stages.pretrain_routed(str(tiny_data / "train.jsonl"), str(out), model, train_cfg, era, precision="fp32")
+
+    run(tmp_path / "ref")
+    calls = []
+
+    def crashing(*args):
+        calls.append(1)
+        if len(calls) == 8:
+            raise RuntimeError("killed")
+        return route_weights(*args)
+
+    with monkeypatch.context() as m:
+        m.setattr(era_stages, "route_weights", crashing)
+        with pytest.raises(RuntimeError, match="killed"):
+            run(tmp_path / "killed")
+    assert torch.load(tmp_path / "killed" / "resume.pt", weights_only=True)["step"] == 5
+    run(tmp_path / "killed")
+    ref, got = load_routed(tmp_path / "ref"), load_routed(tmp_path / "killed")
+    for k, v in ref[0].state_dict().items():
+        assert torch.equal(v, got[0].state_dict()[k]), k
+    assert ref[1] == got[1] and not (tmp_path / "killed" / "resume.pt").exists()
