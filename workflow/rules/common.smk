@@ -44,12 +44,17 @@ def models():
     out = ["base", "oracle"] + [f"base/{m}" for m in config["unlearn"]["methods"]]
     for m in undo_methods():
         out += [f"base/{m}/undo_{i}" for i in inits()]
+    if "era" in config:  # ERA: routed pretraining, then ablation; its UNDO students at era.undo_alphas
+        beta = config["noise"]["beta"]
+        out += ["routed/era"] + [f"routed/era/undo_a{a}_b{beta}" for a in config["era"].get("undo_alphas", [])]
     return out + [f"oracle/match_{start}" for start in config["oracle_match"]["inits"]]
 
 
 def checkpoints():
     """Every checkpoint the study writes (the compute ledger lists them all), as paths under models/."""
     noised = [f"base/{m}/noised_{i}" for m in undo_methods() for i in inits()]
+    beta = config["noise"]["beta"]
+    noised += [f"routed/era/noised_a{a}_b{beta}" for a in config.get("era", {}).get("undo_alphas", [])]
     return models() + noised + (["oracle/noised_fresh"] if "fresh" in config["oracle_match"]["inits"] else [])
 
 
