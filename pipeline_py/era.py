@@ -50,8 +50,8 @@ def pretrain_routed(data: str, out: str, model: dict, train_cfg: dict, era: dict
     resume = Resume.for_stream(out, tc.save_every, stream, [data], stage="pretrain_routed", model=cfg, train=tc,
                                era=ec, precision=precision, seed=seed)
     train(net, loss, tc, "pretrain_routed", precision, dev, resume=resume)
-    rec = make_record("pretrain_routed", net, None, stream.tokens_seen, data=data, era=era,
-                      routed_tokens=stream.routed_tokens)
+    rec = make_record("pretrain_routed", net, None, stream.tokens_seen, labeled_examples=int(stream.labeled.sum()),
+                      data=data, data_examples=len(rows), era=era, routed_tokens=stream.routed_tokens)
     save_routed(net, Path(data).parent, out, rec)
     resume.clear()
 
@@ -68,11 +68,14 @@ def ablate(routed: str, retain: str, out: str, era: dict, precision: str = "bf16
     tok = load_tokenizer(routed)
     tc = TrainConfig(steps=max(1, ec.finetune_steps), lr=ec.finetune_lr, warmup=min(5, ec.finetune_steps // 10),
                      schedule="constant", log_every=max(1, ec.finetune_steps // 4))
-    stream = PackedStream(tok, read_jsonl(retain), tc.batch_size, tc.seq_len, seed)
+    retain_rows = read_jsonl(retain)
+    stream = PackedStream(tok, retain_rows, tc.batch_size, tc.seq_len, seed)
     steps = 0
     if ec.finetune_steps:
         steps = train(net, lambda: _lm_loss(net, next(stream), dev), tc, "ablate[finetune]", precision, dev)
-    rec = make_record("ablate", net, parent, stream.tokens_seen, steps=steps, routed=routed, era=era)
+    labeled = len(retain_rows) if ec.finetune_steps else 0  # the labeled retain examples the finetune reads
+    rec = make_record("ablate", net, parent, stream.tokens_seen, labeled_examples=labeled, steps=steps, routed=routed,
+                      era=era)
     save_checkpoint(net, routed, out, rec)
 
 

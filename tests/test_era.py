@@ -182,6 +182,8 @@ def test_stages_pretrain_routed_then_ablate(tiny_data, tiny_cfg, tmp_path):
                                precision="fp32")
     net, rec = load_routed(tmp_path / "routed")
     assert rec["trained_tokens"] == 6 * 4 * 32 and rec["routed_tokens"] > 0
+    forget = sum(r["forget"] for r in read_jsonl(tiny_data / "train.jsonl"))
+    assert rec["labeled_examples"] == forget  # labeled_fraction 1: every forget example, no retain one
     assert not (tmp_path / "routed" / "config.json").exists()  # not mistaken for a standard checkpoint
     era_stages.ablate(str(tmp_path / "routed"), retain_file(tiny_data, tmp_path), str(tmp_path / "era"),
                       era, precision="fp32")
