@@ -61,7 +61,7 @@ class PackedStream:
     def __init__(self, tok, rows: list[dict], batch_size: int, seq_len: int, seed: int, balance: bool = True,
                  weights: list[float] | None = None):
         """`weights` (one per row, optional) replace the per-operation balancing as sampling weights."""
-        self.ids, _ = tokenize_examples(tok, rows)
+        self.ids, self.prompt_lens = tokenize_examples(tok, rows)  # prompt lengths: BOS included
         counts = Counter(r["op"] for r in rows)
         if weights is not None:
             w = np.asarray(weights, dtype=float)

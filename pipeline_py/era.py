@@ -1,13 +1,15 @@
 """The two stages of ERA (gradient routing): `pretrain_routed` and `ablate`.
 
-`pretrain_routed` follows the base's recipe exactly (same data, same example order, same steps, batch and
-LR schedule), so its compute matches the base's up to the extra neurons; only the model is expanded and
-the gradients routed. `ablate` deletes the extra neurons and runs a short coherence finetune on the
+`pretrain_routed` follows the base's recipe (same data, same example order, batch and LR schedule shape;
+`era.steps_factor` may give it more steps than the base, since routing slows learning), so its compute is the
+base's times the extra neurons' share and the step ratio; only the model is expanded and the gradients
+routed. `ablate` deletes the extra neurons and runs a short coherence finetune on the
 small labeled retain set, leaving a standard checkpoint that the attack, evaluation, noise and
 distillation stages read like any unlearned model.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from .checkpoint import make_record, save_checkpoint
 from .losses import token_ce
 from .model import ModelConfig
 from .resume import Resume
-from .routing import EraConfig, RoutedLM, RoutedStream, load_routed, route_weights, save_routed
+from .routing import EraConfig, RoutedLM, RoutedStream, load_routed, route_weights, save_routed, targets
 from .tokenizer import load_tokenizer
 from .train import TrainConfig, setup_runtime, train
 
@@ -27,12 +29,13 @@ log = logging.getLogger("pipeline_py")
 
 def pretrain_routed(data: str, out: str, model: dict, train_cfg: dict, era: dict, precision: str = "bf16",
                     seed: int = 0, threads: int = 1, device: str = "auto") -> None:
-    """Pretrain the expanded model on the base's data with per-token routed gradients and an L1 penalty on
-    the extra neurons' activations."""
+    """Pretrain the expanded model on the base's data with per-token routed gradients and the specialising
+    L1 penalties (extra neurons outside labeled forget examples, original neurons at routed positions)."""
     dev = setup_runtime(threads, device)
     ec = EraConfig.from_dict(era)
     tok = load_tokenizer(Path(data).parent)
     cfg, tc = ModelConfig(vocab_size=tok.get_vocab_size(), **model), TrainConfig(**train_cfg)
+    tc = dataclasses.replace(tc, steps=max(1, round(tc.steps * ec.steps_factor)))
     torch.manual_seed(seed)
     net = RoutedLM(cfg, ec.layers, ec.extra).to(dev)
     rows = read_jsonl(data)
@@ -45,7 +48,9 @@ def pretrain_routed(data: str, out: str, model: dict, train_cfg: dict, era: dict
         x = b["input_ids"].to(dev)
         route = tuple(w.to(dev) for w in route_weights(b["strength"], ec.forget_weight))
         ce = token_ce(net(x, route=route), b["labels"].to(dev))
-        return ce + ec.l1 * net.extra_l1() if ec.l1 else ce
+        if not (ec.l1 or ec.l1_orig):
+            return ce
+        return ce + net.l1_penalty(targets(b["strength"]).to(dev), targets(b["forget"]).to(dev), ec.l1, ec.l1_orig)
 
     resume = Resume.for_stream(out, tc.save_every, stream, [data], stage="pretrain_routed", model=cfg, train=tc,
                                era=ec, precision=precision, seed=seed)

@@ -5,9 +5,18 @@ hidden activation h [B, T, F+k] of those layers, h' = m ⊙ h + (1 − m) ⊙ st
 is h exactly (an identity whose backward multiplies by m), only the gradient is weighted per token.
 Ablate: drop the extra neurons (rows of gate/up, columns of down) to get the standard architecture back.
 
-The route of position t is chosen by its *target*, token t+1: strength s ∈ [0, 1] (1 for a token of a
-labeled forget example, times its unigram weight under soft routing, 0 otherwise); the original neurons
+The route of position t is chosen by its *target*, token t+1: strength s ∈ [0, 1] (1 for a routed token of
+a labeled forget example, times its unigram weight under soft routing, 0 otherwise; `route_tokens` says
+which tokens: the answer and its EOS, or the whole example); the original neurons
 get weight 1 − s·(1 − forget_weight), the extra neurons always 1 (retain tokens train everything).
+
+Two L1 terms make the groups specialise: the original neurons get no gradient at routed positions, so
+without a signal there they keep firing on forget inputs and the extra neurons (and attention) must learn
+to override them, an activation-scale race that stalls learning; `l1_orig` · Σ|h_orig| at routed
+positions teaches them to stay quiet there. `l1` · Σ|h_extra| outside labeled forget examples keeps retain
+data off the neurons that ablation deletes, while leaving them free across a forget example (its prompt
+positions included), where they take over the forget computation that would otherwise leak into the
+original neurons through attention from earlier positions.
 """
 from __future__ import annotations
 
@@ -28,18 +37,22 @@ from .model import CausalLM, ModelConfig
 from .tokenizer import TOKENIZER_FILES
 
 WEIGHTS, ROUTING = "routed.safetensors", "routing.json"  # not config.json: not a standard checkpoint
+ROUTE_TOKENS = ("answer", "example")  # which targets of a labeled forget example are routed
 
 
 @dataclass(frozen=True)
 class EraConfig:
     layers: tuple[int, ...] = (0, 1, 2, 3)  # blocks whose MLP is expanded and routed
+    steps_factor: float = 1.0  # routed pretraining steps / the base's (the LR schedule stretches with them)
     extra: int = 64  # k extra MLP hidden neurons per routed layer
-    forget_weight: float = -0.75  # gradient weight of the original neurons on routed tokens (<= 1)
+    forget_weight: float = 0.0  # gradient weight of the original neurons on routed tokens (<= 1; paper: -0.75)
+    route_tokens: str = "answer"  # targets routed in a labeled forget example: "answer" (answer + EOS) or "example"
     soft: bool = False  # scale each token's routing by its forget/retain unigram frequency ratio
-    l1: float = 1e-4  # L1 penalty on the extra neurons' activations (mean over tokens of Σ_k |h|)
+    l1: float = 1e-3  # L1 on the extra neurons' activations at positions outside labeled forget examples
+    l1_orig: float = 1e-3  # L1 on the original neurons' activations at routed positions (weighted by strength)
     labeled_fraction: float = 1.0  # share of forget examples whose label routing may use
     finetune_steps: int = 40  # coherence finetune after ablation (0 = none)
-    finetune_lr: float = 1e-3  # its constant AdamW learning rate
+    finetune_lr: float = 1e-4  # its constant AdamW learning rate
     undo_alphas: tuple[float, ...] = ()  # noise strengths of ERA + UNDO students (workflow only)
 
     def __post_init__(self):
@@ -47,10 +60,13 @@ class EraConfig:
         object.__setattr__(self, "undo_alphas", tuple(self.undo_alphas))
         self.check("layers", len(self.layers) > 0 and all(_is_int(i) and i >= 0 for i in self.layers)
                    and len(set(self.layers)) == len(self.layers), "a non-empty list of distinct block indices >= 0")
+        self.check("steps_factor", _is_num(self.steps_factor) and self.steps_factor > 0, "a number > 0")
         self.check("extra", _is_int(self.extra) and self.extra > 0, "a positive integer")
         self.check("forget_weight", _is_num(self.forget_weight) and self.forget_weight <= 1, "a number <= 1")
+        self.check("route_tokens", self.route_tokens in ROUTE_TOKENS, f"one of {list(ROUTE_TOKENS)}")
         self.check("soft", isinstance(self.soft, bool), "true or false")
         self.check("l1", _is_num(self.l1) and self.l1 >= 0, "a number >= 0")
+        self.check("l1_orig", _is_num(self.l1_orig) and self.l1_orig >= 0, "a number >= 0")
         self.check("labeled_fraction", _is_num(self.labeled_fraction) and 0 <= self.labeled_fraction <= 1,
                    "a number in [0, 1]")
         self.check("finetune_steps", _is_int(self.finetune_steps) and self.finetune_steps >= 0, "an integer >= 0")
@@ -80,7 +96,8 @@ def _is_num(x) -> bool:
 
 class RoutedMLP(nn.Module):
     """SwiGLU MLP with F original and k extra hidden neurons (extra ones last). `route` = (w_orig, w_extra),
-    each [B, T], weights the gradient of the hidden activation; `l1` keeps Σ_k |h_extra| averaged over tokens."""
+    each [B, T], weights the gradient of the hidden activation; `h` keeps the last forward's hidden
+    activation [B, T, F+k] (before routing) for the L1 penalties."""
 
     def __init__(self, d_model: int, d_ff: int, extra: int):
         super().__init__()
@@ -89,11 +106,10 @@ class RoutedMLP(nn.Module):
         self.up_proj = nn.Linear(d_model, d_ff + extra, bias=False)
         self.down_proj = nn.Linear(d_ff + extra, d_model, bias=False)
         self.route: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.l1: torch.Tensor | None = None
+        self.h: torch.Tensor | None = None
 
     def forward(self, x):  # [B, T, D] -> [B, T, F+k] -> [B, T, D]
-        h = F.silu(self.gate_proj(x)) * self.up_proj(x)
-        self.l1 = h[..., self.d_ff:].abs().sum(-1).mean()
+        h = self.h = F.silu(self.gate_proj(x)) * self.up_proj(x)
         if self.route is not None:
             h = RouteGrad.apply(h, self.route[0], self.route[1], self.d_ff)
         return self.down_proj(h)
@@ -144,9 +160,17 @@ class RoutedLM(CausalLM):
             for mlp in self.routed():
                 mlp.route = None
 
-    def extra_l1(self) -> torch.Tensor:
-        """Σ over routed layers of the last forward's mean Σ_k |h_extra| (the L1 penalty before its coefficient)."""
-        return sum(mlp.l1 for mlp in self.routed())
+    def l1_penalty(self, routed: torch.Tensor, forget: torch.Tensor, l1: float, l1_orig: float) -> torch.Tensor:
+        """The specialising L1 of the last forward, summed over routed layers and averaged over positions:
+        l1 · (1 − forget_t) Σ_k |h_extra| + l1_orig · routed_t Σ_j |h_orig|. `routed` [B, T]: the routing
+        strength of each position; `forget` [B, T]: 1 where the position belongs to a labeled forget example
+        (both target-aligned, as `targets` gives them)."""
+        total = 0.0
+        for mlp in self.routed():
+            a = mlp.h.abs().float()
+            total = total + (l1 * (1 - forget) * a[..., mlp.d_ff:].sum(-1)
+                             + l1_orig * routed * a[..., :mlp.d_ff].sum(-1)).mean()
+        return total
 
     def ablate(self) -> CausalLM:
         """A standard CausalLM with the extra neurons' input and output weights removed."""
@@ -164,11 +188,18 @@ class RoutedLM(CausalLM):
         return plain.to(next(self.parameters()).device)
 
 
+def targets(per_token: torch.Tensor) -> torch.Tensor:
+    """A per-token value [B, T] moved to the position that *predicts* the token: position t takes the value of
+    token t+1 (its target); the last position has no target and gets 0."""
+    s = torch.zeros_like(per_token, dtype=torch.float32)
+    s[:, :-1] = per_token[:, 1:]
+    return s
+
+
 def route_weights(strength: torch.Tensor, forget_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token strengths [B, T] (of each token as a target) → gradient weights (w_orig, w_extra) [B, T] of
-    the *predicting* positions: position t takes the strength of token t+1; the last position has no target."""
-    s = torch.zeros_like(strength, dtype=torch.float32)
-    s[:, :-1] = strength[:, 1:]
+    the predicting positions (see `targets`)."""
+    s = targets(strength)
     return 1.0 - s * (1.0 - forget_weight), torch.ones_like(s)
 
 
@@ -194,16 +225,24 @@ def unigram_weights(ids: list[list[int]], labeled: np.ndarray, vocab_size: int) 
 
 
 class RoutedStream(PackedStream):
-    """PackedStream that also yields `strength` [B, T]: each token's routing strength as a target. Draws the
-    same examples in the same order as PackedStream with the same seed, so tokens match the base's."""
+    """PackedStream that also yields `strength` [B, T], each token's routing strength as a target, and
+    `forget` [B, T], 1 on every token of a labeled forget example. Draws the same examples in the same order
+    as PackedStream with the same seed, so tokens match the base's."""
 
     def __init__(self, tok, rows: list[dict], batch_size: int, seq_len: int, seed: int, era: EraConfig):
         super().__init__(tok, rows, batch_size, seq_len, seed)
         self.labeled = labeled_mask(rows, era.labeled_fraction, seed)
-        token_w = unigram_weights(self.ids, self.labeled, tok.get_vocab_size()) if era.soft else None
-        self.strengths = [((token_w[seq] if token_w is not None else np.ones(len(seq))) * lab).tolist()
-                          for seq, lab in zip(self.ids, self.labeled)]  # plain floats: resume states hold them
+        start = self.prompt_lens if era.route_tokens == "answer" else [0] * len(self.ids)
+        routable = [seq[s:] for seq, s in zip(self.ids, start)]  # the tokens routing may flag, per example
+        token_w = unigram_weights(routable, self.labeled, tok.get_vocab_size()) if era.soft else None
+        self.strengths = []  # plain floats: resume states hold them
+        for seq, s, lab in zip(self.ids, start, self.labeled):
+            w = np.zeros(len(seq))
+            if lab:
+                w[s:] = token_w[seq[s:]] if token_w is not None else 1.0
+            self.strengths.append(w.tolist())
         self.s_buffer: list[float] = []
+        self.f_buffer: list[float] = []
         self.routed_tokens = 0.0  # Σ of strengths drawn: how much of the stream was routed
 
     def __next__(self) -> dict[str, torch.Tensor]:
@@ -212,20 +251,24 @@ class RoutedStream(PackedStream):
             for i in self.rng.choice(len(self.ids), size=max(64, need // 16), p=self.p):
                 self.buffer.extend(self.ids[i])
                 self.s_buffer.extend(self.strengths[i])
+                self.f_buffer.extend([float(self.labeled[i])] * len(self.ids[i]))
         x = torch.tensor(self.buffer[:need], dtype=torch.long).view(self.B, self.T)
         s = torch.tensor(self.s_buffer[:need], dtype=torch.float32).view(self.B, self.T)
-        del self.buffer[:need], self.s_buffer[:need]
+        f = torch.tensor(self.f_buffer[:need], dtype=torch.float32).view(self.B, self.T)
+        del self.buffer[:need], self.s_buffer[:need], self.f_buffer[:need]
         self.tokens_seen += need
         self.routed_tokens += float(s.sum())
-        return {"input_ids": x, "labels": x.clone(), "strength": s}
+        return {"input_ids": x, "labels": x.clone(), "strength": s, "forget": f}
 
     def state_dict(self) -> dict:
-        """PackedStream's position plus the pending strengths (for resuming)."""
-        return {**super().state_dict(), "strengths": list(self.s_buffer), "routed_tokens": self.routed_tokens}
+        """PackedStream's position plus the pending strengths and labels (for resuming)."""
+        return {**super().state_dict(), "strengths": list(self.s_buffer), "forget": list(self.f_buffer),
+                "routed_tokens": self.routed_tokens}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.s_buffer, self.routed_tokens = list(state["strengths"]), float(state["routed_tokens"])
+        self.s_buffer, self.f_buffer = list(state["strengths"]), list(state["forget"])
+        self.routed_tokens = float(state["routed_tokens"])
 
 
 def save_routed(model: RoutedLM, tokenizer_dir: str | Path, out_dir: str | Path, record: dict) -> None:

@@ -15,7 +15,7 @@ from pipeline_py.losses import token_ce
 from pipeline_py.model import CausalLM
 from pipeline_py.report import describe
 from pipeline_py.routing import (EraConfig, RoutedLM, RoutedStream, check_era, labeled_mask, load_routed,
-                                 route_weights, unigram_weights)
+                                 route_weights, targets, unigram_weights)
 from pipeline_py.tokenizer import BOS_ID, EOS_ID
 
 F_ = 64  # d_ff of the tiny config
@@ -99,27 +99,68 @@ def test_only_the_position_predicting_a_forget_token_is_routed(tiny_cfg, flagged
     assert g["gate_proj"][F_:].abs().max() > 0  # the extra neurons always learn
 
 
-def test_routed_stream_matches_pretraining_tokens_and_labels_each_token(tok, tiny_data):
-    """Same seed, same tokens as the base's PackedStream; a token's strength is 1 exactly when it belongs to a
-    forget example (BOS..EOS), checked on the decoded text of every example in the stream."""
+@pytest.mark.parametrize("route_tokens", ["answer", "example"])
+def test_routed_stream_matches_pretraining_tokens_and_labels_each_token(tok, tiny_data, route_tokens):
+    """Same seed, same tokens as the base's PackedStream. In a forget example the flagged tokens (strength 1)
+    are exactly its answer and EOS ('answer') or all of it, BOS to EOS ('example'); a retain example has
+    none. Checked on the decoded text of every complete example in the stream."""
     rows = read_jsonl(tiny_data / "train.jsonl")
+    answers = {(r["prompt"], r["answer"]) for r in rows}
     plain = PackedStream(tok, rows, 4, 32, seed=3)
-    stream = RoutedStream(tok, rows, 4, 32, seed=3, era=EraConfig())
-    ids, strength = [], []
+    stream = RoutedStream(tok, rows, 4, 32, seed=3, era=EraConfig(route_tokens=route_tokens))
+    ids, strength, member = [], [], []
     for _ in range(6):
         a, b = next(plain), next(stream)
         assert torch.equal(a["input_ids"], b["input_ids"])
         ids += b["input_ids"].flatten().tolist()
         strength += b["strength"].flatten().tolist()
+        member += b["forget"].flatten().tolist()
     starts = [i for i, t in enumerate(ids) if t == BOS_ID]
     checked = 0
     for s, e in zip(starts, starts[1:]):
         assert ids[e - 1] == EOS_ID
         text = tok.decode(ids[s + 1: e - 1])
         forget = any(op in text for op in ("*", "/", "times", "divided"))
-        assert set(strength[s:e]) == {1.0 if forget else 0.0}, text
-        checked += forget
+        flagged = [i for i in range(s, e) if strength[i] > 0]
+        assert set(strength[s:e]) <= {0.0, 1.0}
+        assert set(member[s:e]) == {1.0 if forget else 0.0}, text  # the whole example, in both modes
+        if not forget:
+            assert not flagged, text
+        elif route_tokens == "example":
+            assert flagged == list(range(s, e)), text
+        else:
+            n = len(flagged)
+            assert flagged == list(range(e - n, e)) and n >= 2, text  # a suffix: answer digits, then EOS
+            prompt, answer = tok.decode(ids[s + 1: e - n]), tok.decode(ids[e - n: e - 1])
+            assert (prompt, answer) in answers, (prompt, answer)
+            checked += 1
+        checked += forget and route_tokens == "example"
     assert checked > 0 and stream.routed_tokens == sum(strength)
+
+
+def test_l1_penalty_hand_computed_and_not_routed(tiny_cfg):
+    """The specialising L1 equals its formula on the stored activations, and its gradient reaches the original
+    neurons' input weights at routed positions even with forget weight 0 (routing masks only the CE)."""
+    model = routed(tiny_cfg, layers=(0,))
+    x, _ = batch(tiny_cfg, B=2, T=10)
+    strength = torch.zeros(x.shape)
+    strength[0, 4:8] = 1.0  # the answer of a forget example: tokens 4-7
+    member = torch.zeros(x.shape)
+    member[0, 1:8] = 1.0  # the whole example
+    r, f = targets(strength), targets(member)
+    model(x, route=route_weights(strength, 0.0))
+    h = model.model.layers[0].mlp.h.detach()
+    want = (0.3 * (1 - f) * h[..., F_:].abs().sum(-1) + 0.7 * r * h[..., :F_].abs().sum(-1)).mean()
+    got = model.l1_penalty(r, f, 0.3, 0.7)
+    torch.testing.assert_close(got, want)
+    model.zero_grad(set_to_none=True)
+    got.backward()
+    up = model.model.layers[0].mlp.up_proj.weight.grad
+    assert up[:F_].abs().max() > 0 and up[F_:].abs().max() > 0
+    model.zero_grad(set_to_none=True)
+    model(x, route=route_weights(strength, 0.0))
+    model.l1_penalty(r, f, 0.0, 1.0).backward()  # l1_orig only: nothing reaches the extra neurons
+    assert model.model.layers[0].mlp.up_proj.weight.grad[F_:].abs().max() == 0
 
 
 def test_labeled_fraction_labels_only_forget_examples():
@@ -163,6 +204,10 @@ def test_era_config_errors_name_the_key(tiny_cfg):
         EraConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError, match=r"era.labeled_fraction = 1.5"):
         EraConfig(labeled_fraction=1.5)
+    with pytest.raises(ValueError, match=r"era.route_tokens = 'prompt'.*\['answer', 'example'\]"):
+        EraConfig(route_tokens="prompt")
+    with pytest.raises(ValueError, match=r"era.steps_factor = 0 .*> 0"):
+        EraConfig(steps_factor=0)
     with pytest.raises(ValueError, match=r"era.layers = \[0, 4\].*\[4\].*4 blocks"):
         check_era({"layers": [0, 4]}, {"n_layers": 4})
 
@@ -173,11 +218,12 @@ def test_describe_labels_era_models():
 
 
 def test_stages_pretrain_routed_then_ablate(tiny_data, tiny_cfg, tmp_path):
-    """pretrain_routed writes a routed checkpoint with the base's token budget; ablate (no finetune) writes a
-    standard checkpoint equal to the routed model's ablation, which plain transformers loads."""
+    """pretrain_routed writes a routed checkpoint with the base's token budget times era.steps_factor; ablate
+    (no finetune) writes a standard checkpoint equal to the routed model's ablation, which plain transformers
+    loads."""
     model = {k: getattr(tiny_cfg, k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "max_len")}
-    train_cfg = {"steps": 6, "lr": 3e-3, "batch_size": 4, "seq_len": 32, "warmup": 1}
-    era = {"layers": [1], "extra": 8, "finetune_steps": 0}
+    train_cfg = {"steps": 4, "lr": 3e-3, "batch_size": 4, "seq_len": 32, "warmup": 1}
+    era = {"layers": [1], "extra": 8, "finetune_steps": 0, "steps_factor": 1.5}
     era_stages.pretrain_routed(str(tiny_data / "train.jsonl"), str(tmp_path / "routed"), model, train_cfg, era,
                                precision="fp32")
     net, rec = load_routed(tmp_path / "routed")
