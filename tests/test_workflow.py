@@ -236,7 +236,7 @@ def test_e2e_figures_exist_as_png_and_pdf(e2e_run):
 @pytest.mark.e2e
 def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
     """With one more α, a dry run over the same results plans only noise/distill/relearn/evaluate of the new
-    α's models (both methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
+    α's models (the methods of noise.methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
     cfg = tiny_config()
     old, new = cfg["noise"]["alphas"], 0.7
     assert new not in old
@@ -246,7 +246,7 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
                          "--config", f"results={e2e_run}")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
-    methods = list(cfg["unlearn"]["methods"])
+    methods = cfg["noise"]["methods"]
     runs_per_model = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]) * len(cfg["attack"]["data"])
     assert job_stats(text) == {"noise": len(methods), "distill": len(methods), "relearn": len(methods) * runs_per_model,
                                "evaluate": len(methods), "summarize": 1, "pareto_plot": 1}, output_of(proc)
