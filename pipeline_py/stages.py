@@ -173,8 +173,7 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, tra
         x = b["input_ids"].to(dev)
         with torch.inference_mode(), autocast(precision, dev):
             t_logits = t_net(x)  # [B, T, V], no graph kept for the frozen teacher
-        # clone() turns the inference tensor into a plain one that autograd may save
-        return forward_kl(s_net(x), t_logits.clone(), b["labels"].to(dev))
+        return forward_kl(s_net(x), t_logits, b["labels"].to(dev))
 
     def check(step: int) -> bool:
         value = retain_eval(s_net, precision, dev)[key]
