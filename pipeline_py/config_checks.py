@@ -29,7 +29,12 @@ def check_config(config: dict) -> None:
             TrainConfig(**{k: v for k, v in config[section].items() if k not in LOOP_ONLY})
         except ValueError as e:
             raise ValueError(f"{section}.{e}") from None
-    for section in ("pretrain", "distill", "attack"):
+    for name in config["unlearn"].get("run") or []:
+        if name not in config["unlearn"]["methods"]:
+            raise ValueError(f"unlearn.run: {name!r} is not an entry of unlearn.methods; "
+                             f"allowed: {sorted(config['unlearn']['methods'])}")
+    # the pipeline's own Llama has model.max_len; a pretrained model (wmdp) brings its own context
+    for section in ("pretrain", "distill", "attack") if config["setting"] != "wmdp" else ():
         seq_len = config[section].get("seq_len", DEFAULT_SEQ_LEN)
         if seq_len > model.max_len:
             raise ValueError(f"{section}.seq_len = {seq_len} is longer than the model's context "

@@ -18,6 +18,8 @@ rule relearn:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
+    resources:
+        **GPU_JOB,
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -42,6 +44,8 @@ rule evaluate:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
+    resources:
+        **GPU_JOB,
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -20,6 +20,19 @@ wildcard_constraints:
 # Fail at DAG build time, naming the key, for what JSON schema cannot check (method hyperparameters,
 # alpha/beta, values that depend on each other).
 check_config(config)
+WMDP = config["setting"] == "wmdp"
+if WMDP and workflow.is_main_process:  # every named model and data set loads (not rechecked inside jobs)
+    from pipeline_py.wmdp_sources import check_sources
+
+    check_sources(config["wmdp"])
+# a pretrained model needs a GPU and host memory for its training and evaluation jobs, and memory to load
+GPU_JOB = dict(config["wmdp"].get("resources", {})) if WMDP else {}
+MEM_JOB = {k: v for k, v in GPU_JOB.items() if k != "gpu"}
+
+
+def setting_data():
+    """The make_data configuration of the setting: the `wmdp` section, or `data` for arithmetic."""
+    return config["wmdp"] if WMDP else config["data"]
 
 
 def inits():
@@ -30,8 +43,8 @@ def inits():
 
 def models():
     """Every model that is attacked and evaluated, as paths under models/."""
-    out = ["base", "oracle"]
-    for m in config["unlearn"]["methods"]:
+    out = ["base"] if WMDP and not config["wmdp"].get("oracle") else ["base", "oracle"]
+    for m in config["unlearn"].get("run") or config["unlearn"]["methods"]:
         out += [f"base/{m}"] + [f"base/{m}/undo_{i}" for i in inits()]
     return out + [f"oracle/match_{start}" for start in config["oracle_match"]["inits"]]
 

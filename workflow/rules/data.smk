@@ -9,7 +9,7 @@ rule make_data:
     params:
         stage="make_data",
         out_dir=lambda w, output: os.path.dirname(output.train),
-        data=config["data"],
+        data=setting_data(),
         seed=lambda w: int(w.seed),
         setting=config["setting"],
     threads: ONE_CPU

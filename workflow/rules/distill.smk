@@ -11,6 +11,8 @@ rule noise:
         beta=config["noise"]["beta"],
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
+    resources:
+        **MEM_JOB,
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -39,6 +41,8 @@ rule distill:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: HALF
+    resources:
+        **GPU_JOB,
     conda:
         "../envs/pipeline.yaml"
     script:

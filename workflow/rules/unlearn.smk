@@ -19,6 +19,8 @@ rule unlearn:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: ONE_CPU
+    resources:
+        **GPU_JOB,
     conda:
         "../envs/pipeline.yaml"
     script:
