@@ -113,9 +113,9 @@ class WmdpEvaluator:
         s = self.settings
         if self.task_manager is None:  # indexing the task YAMLs is slow: once per evaluator
             self.task_manager = TaskManager(include_path=s["include_path"], include_defaults=s["builtin_tasks"])
+            self.hf_tok = AutoTokenizer.from_pretrained(self.tok_dir)
         tasks = {**s["forget_tasks"], **s["retain_tasks"]}  # metric name -> task
-        lm = HFLM(pretrained=model.hf, tokenizer=AutoTokenizer.from_pretrained(self.tok_dir),
-                  batch_size=s["batch_size"])
+        lm = HFLM(pretrained=model.hf, tokenizer=self.hf_tok, batch_size=s["batch_size"])
         with torch.inference_mode(), autocast(precision, device):
             res = lm_eval.simple_evaluate(model=lm, tasks=sorted(set(tasks.values())), limit=s["limit"],
                                           task_manager=self.task_manager, log_samples=False, bootstrap_iters=0,
