@@ -216,7 +216,7 @@ def test_e2e_wmdp_dag_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(results / "wmdp" / "summary.csv")
     assert set(summary.model) == {"base", "base/maxent", "base/maxent/undo_a0.25_b0.0"}
-    assert summary.forget_acc_attacked.between(0, 1).all() and summary.retain_acc.between(0, 1).all()
+    assert summary.forget_attacked.between(0, 1).all() and summary.retain_before.between(0, 1).all()
     base = summary[summary.model == "base"].iloc[0]
     assert base.compute_fraction == 1.0  # no oracle: compute is relative to the base's pretraining
     ev = pd.read_csv(results / "wmdp" / "seed0" / "eval" / "base" / "maxent" / "undo_a0.25_b0.0.csv")

@@ -41,18 +41,23 @@ def inits():
     return [f"a{a}_b{beta}" for a in config["noise"]["alphas"]] + (["fresh"] if config["noise"]["fresh_init"] else [])
 
 
+ORACLE = not WMDP or bool(config["wmdp"].get("oracle"))  # a pretrained base may come without an oracle
+MATCH = config["oracle_match"]["inits"] if ORACLE else []
+RUN = config["unlearn"].get("run") or list(config["unlearn"]["methods"])  # the methods this study runs
+
+
 def models():
     """Every model that is attacked and evaluated, as paths under models/."""
-    out = ["base"] if WMDP and not config["wmdp"].get("oracle") else ["base", "oracle"]
-    for m in config["unlearn"].get("run") or config["unlearn"]["methods"]:
+    out = ["base", "oracle"] if ORACLE else ["base"]
+    for m in RUN:
         out += [f"base/{m}"] + [f"base/{m}/undo_{i}" for i in inits()]
-    return out + [f"oracle/match_{start}" for start in config["oracle_match"]["inits"]]
+    return out + [f"oracle/match_{start}" for start in MATCH]
 
 
 def checkpoints():
     """Every checkpoint the study writes (the compute ledger lists them all), as paths under models/."""
-    noised = [f"base/{m}/noised_{i}" for m in config["unlearn"]["methods"] for i in inits()]
-    return models() + noised + (["oracle/noised_fresh"] if "fresh" in config["oracle_match"]["inits"] else [])
+    noised = [f"base/{m}/noised_{i}" for m in RUN for i in inits()]
+    return models() + noised + (["oracle/noised_fresh"] if "fresh" in MATCH else [])
 
 
 def attack_curves(seed, model):
