@@ -23,16 +23,16 @@ def check_config(config: dict) -> None:
         get_method(name, params)
     for alpha in config["noise"]["alphas"]:
         check_alpha_beta(alpha, config["noise"]["beta"])
+    unknown = sorted(set(config["noise"].get("methods") or []) - set(config["unlearn"]["methods"]))
+    if unknown:
+        raise ValueError(f"noise.methods names {unknown}, which are not unlearning methods of this study; "
+                         f"allowed: {sorted(config['unlearn']['methods'])}")
     model = ModelConfig(**config["model"])  # d_model divisible by n_heads
     for section in ("pretrain", "distill"):
         try:
             TrainConfig(**{k: v for k, v in config[section].items() if k not in LOOP_ONLY})
         except ValueError as e:
             raise ValueError(f"{section}.{e}") from None
-    for name in config["unlearn"].get("run") or []:
-        if name not in config["unlearn"]["methods"]:
-            raise ValueError(f"unlearn.run: {name!r} is not an entry of unlearn.methods; "
-                             f"allowed: {sorted(config['unlearn']['methods'])}")
     # the pipeline's own Llama has model.max_len; a pretrained model (wmdp) brings its own context
     for section in ("pretrain", "distill", "attack") if config["setting"] != "wmdp" else ():
         seq_len = config[section].get("seq_len", DEFAULT_SEQ_LEN)

@@ -88,7 +88,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, params=None) -> tor
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    fused = bool(params) and all(p.is_cuda for p in params)  # one kernel per step on a GPU
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused or None)
 
 
 def check_weights(params: list[torch.Tensor], names: dict[int, str], stage: str, step: int,

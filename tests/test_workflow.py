@@ -69,9 +69,8 @@ def tiny_models(cfg: dict) -> list[str]:
     beta = cfg["noise"]["beta"]
     inits = [f"a{a}_b{beta}" for a in cfg["noise"]["alphas"]]
     inits += ["fresh"] if cfg["noise"]["fresh_init"] else []
-    out = ["base", "oracle"]
-    for m in cfg["unlearn"]["methods"]:
-        out += [f"base/{m}"] + [f"base/{m}/undo_{i}" for i in inits]
+    out = ["base", "oracle"] + [f"base/{m}" for m in cfg["unlearn"]["methods"]]
+    out += [f"base/{m}/undo_{i}" for m in cfg["noise"]["methods"] for i in inits]
     return out + [f"oracle/match_{s}" for s in cfg["oracle_match"]["inits"]]
 
 
@@ -84,14 +83,14 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
                          "--config", f"results={tmp_path}")
     assert proc.returncode == 0, output_of(proc)
     cfg = tiny_config()
-    n_methods = len(cfg["unlearn"]["methods"])
+    n_methods, n_undo = len(cfg["unlearn"]["methods"]), len(cfg["noise"]["methods"])
     n_inits = len(cfg["noise"]["alphas"]) + int(cfg["noise"]["fresh_init"])
     n_models = len(tiny_models(cfg))
     n_match = len(cfg["oracle_match"]["inits"])
-    assert n_models == 2 + n_methods * (1 + n_inits) + n_match
+    assert n_models == 2 + n_methods + n_undo * n_inits + n_match
     attack = cfg["attack"]
     expected = {"make_data": 1, "filter_data": 1, "pretrain": 1, "pretrain_oracle": 1, "unlearn": n_methods,
-                "noise": n_methods * n_inits, "distill": n_methods * n_inits, "oracle_fresh_init": 1,
+                "noise": n_undo * n_inits, "distill": n_undo * n_inits, "oracle_fresh_init": 1,
                 "match_oracle": n_match,
                 "relearn": n_models * len(attack["lrs"]) * len(attack["seeds"]) * len(attack["data"]),
                 "evaluate": n_models, "summarize": 1, "pareto_plot": 1}
@@ -107,9 +106,10 @@ BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must app
     # the key path, the bad value, what is allowed)
     "alpha_above_one": ("noise: {alphas: [1.5], beta: 0.1, fresh_init: true}", ["alphas", "1.5", "maximum of 1"]),
     "unknown_top_level_key": ("bogus_key: 1", ["bogus_key", "Additional properties are not allowed"]),
+    "undo_of_a_missing_method": ("noise: {methods: [maxent, ascent]}", ["noise.methods", "ascent", "allowed"]),
     "unknown_nested_key": ("distill: {stepz: 5}", ["distill", "stepz", "Additional properties are not allowed"]),
     "wrong_type": ("pretrain: {steps: many}", ["['pretrain']['steps']", "many", "is not of type 'integer'"]),
-    "unknown_setting": ("setting: language", ["['setting']", "language", "['arithmetic', 'wmdp']"]),
+    "unknown_setting": ("setting: chess", ["['setting']", "chess", "['arithmetic', 'language', 'wmdp']"]),
     "unknown_method": ("unlearn: {batch_size: 8, methods: {nope: {}}}", ["unlearn.methods", "nope", "available"]),
     "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps", "minimum of 1"]),
     "negative_save_every": ("pretrain: {save_every: -1}", ["['pretrain']['save_every']", "-1", "minimum of 0"]),
@@ -236,7 +236,7 @@ def test_e2e_figures_exist_as_png_and_pdf(e2e_run):
 @pytest.mark.e2e
 def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
     """With one more α, a dry run over the same results plans only noise/distill/relearn/evaluate of the new
-    α's models (both methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
+    α's models (the methods of noise.methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
     cfg = tiny_config()
     old, new = cfg["noise"]["alphas"], 0.7
     assert new not in old
@@ -246,7 +246,7 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
                          "--config", f"results={e2e_run}")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
-    methods = list(cfg["unlearn"]["methods"])
+    methods = cfg["noise"]["methods"]
     runs_per_model = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]) * len(cfg["attack"]["data"])
     assert job_stats(text) == {"noise": len(methods), "distill": len(methods), "relearn": len(methods) * runs_per_model,
                                "evaluate": len(methods), "summarize": 1, "pareto_plot": 1}, output_of(proc)

@@ -18,8 +18,7 @@ rule relearn:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
-    resources:
-        **GPU_JOB,
+    resources: **job_resources(MEM_TRAIN, 30, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -44,8 +43,7 @@ rule evaluate:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
-    resources:
-        **GPU_JOB,
+    resources: **job_resources(MEM_SMALL, 15, GPU if WMDP else None)  # lm-eval runs a pretrained model
     conda:
         "../envs/pipeline.yaml"
     script:

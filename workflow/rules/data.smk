@@ -13,6 +13,7 @@ rule make_data:
         seed=lambda w: int(w.seed),
         setting=config["setting"],
     threads: ONE_CPU
+    resources: **job_resources(MEM_SMALL, 10)
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -33,6 +34,7 @@ rule filter_data:
         n_labeled=config["filter"]["n_labeled"],
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
+    resources: mem_mb=MEM_SMALL, runtime=10
     conda:
         "../envs/pipeline.yaml"
     script:

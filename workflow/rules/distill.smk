@@ -11,8 +11,7 @@ rule noise:
         beta=config["noise"]["beta"],
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
-    resources:
-        **MEM_JOB,
+    resources: **job_resources(MEM_SMALL, 10)
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -41,8 +40,7 @@ rule distill:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: HALF
-    resources:
-        **GPU_JOB,
+    resources: **job_resources(MEM_TRAIN, 60, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:

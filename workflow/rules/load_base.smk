@@ -13,8 +13,7 @@ rule load_base:
         pretrain_tokens=config["wmdp"].get("pretrain_tokens", 0.0),
         role="base",
     threads: ONE_CPU
-    resources:
-        **MEM_JOB,
+    resources: **job_resources(MEM_TRAIN, 60)
     conda:
         "../envs/pipeline.yaml"
     script:

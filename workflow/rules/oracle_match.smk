@@ -12,6 +12,7 @@ rule oracle_fresh_init:
         alpha=None,
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
+    resources: **job_resources(MEM_SMALL, 10)
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -42,6 +43,7 @@ rule match_oracle:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: HALF
+    resources: **job_resources(MEM_TRAIN, 60, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:

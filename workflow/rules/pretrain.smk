@@ -17,6 +17,7 @@ rule pretrain:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: HALF
+    resources: mem_mb=MEM_TRAIN, runtime=60, gpu=GPU
     conda:
         "../envs/pipeline.yaml"
     script:

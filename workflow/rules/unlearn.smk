@@ -19,8 +19,7 @@ rule unlearn:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: ONE_CPU
-    resources:
-        **GPU_JOB,
+    resources: **job_resources(MEM_TRAIN, 30, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:
