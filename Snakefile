@@ -28,7 +28,8 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/pretrain.smk"
+# pretrained Hugging Face models stand in for pretraining in the wmdp setting
+include: "workflow/rules/load_base.smk" if config["setting"] == "wmdp" else "workflow/rules/pretrain.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/oracle_match.smk"

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from . import figures, report, stages
+from . import figures, report, stages, wmdp
 
 STAGES = {name: getattr(stages, name) for name in
           ("make_data", "filter_data", "pretrain", "unlearn", "noise", "distill", "relearn", "evaluate")}
 STAGES["summarize"] = report.summarize
 STAGES["pareto_plot"] = figures.pareto_plot
+STAGES["load_base"] = wmdp.load_base
 
 
 def setup_logging(log_file: str | None = None) -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .batches import IGNORE, pad_examples, tokenize_examples
 from .losses import shift
+from .tokenizer import PAD_ID
 from .train import autocast
 
 
@@ -29,7 +30,7 @@ class Evaluator:
         self.batches: dict[str, list[dict]] = {}
         for op, op_rows in sorted(by_op.items()):
             ids, plen = tokenize_examples(tok, op_rows)
-            self.batches[op] = [pad_examples(ids[i: i + batch_size], plen[i: i + batch_size])
+            self.batches[op] = [pad_examples(ids[i: i + batch_size], plen[i: i + batch_size], getattr(tok, "pad_id", PAD_ID))
                                 for i in range(0, len(ids), batch_size)]
         # positions one evaluation pushes through the model, padding included (its compute: 2·N per token)
         self.tokens = sum(b["input_ids"].numel() for bs in self.batches.values() for b in bs)

@@ -139,7 +139,8 @@ def noise(teacher: str, out: str, alpha: float | None, beta: float = 0.1, seed: 
     """The student's starting point: shrink-and-perturb of the teacher, or a fresh init (`alpha` None)."""
     net, parent = load_checkpoint(teacher)
     if alpha is None:
-        net = build_model(net.cfg, seed + 1000)  # Unlearn-and-Distill: a fresh random initialisation
+        # Unlearn-and-Distill: a fresh random initialisation (of the same architecture for a pretrained model)
+        net = net.fresh_copy(seed + 1000) if hasattr(net, "fresh_copy") else build_model(net.cfg, seed + 1000)
     else:
         check_alpha_beta(alpha, beta)
         shrink_perturb(net, alpha, beta, seed)

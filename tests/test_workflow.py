@@ -109,7 +109,7 @@ BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must app
     "undo_of_a_missing_method": ("noise: {methods: [maxent, ascent]}", ["noise.methods", "ascent", "allowed"]),
     "unknown_nested_key": ("distill: {stepz: 5}", ["distill", "stepz", "Additional properties are not allowed"]),
     "wrong_type": ("pretrain: {steps: many}", ["['pretrain']['steps']", "many", "is not of type 'integer'"]),
-    "unknown_setting": ("setting: chess", ["['setting']", "chess", "['arithmetic', 'language']"]),
+    "unknown_setting": ("setting: chess", ["['setting']", "chess", "['arithmetic', 'language', 'wmdp']"]),
     "unknown_method": ("unlearn: {batch_size: 8, methods: {nope: {}}}", ["unlearn.methods", "nope", "available"]),
     "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps", "minimum of 1"]),
     "negative_save_every": ("pretrain: {save_every: -1}", ["['pretrain']['save_every']", "-1", "minimum of 0"]),
