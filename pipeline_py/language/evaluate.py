@@ -12,10 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..batches import IGNORE
 from ..evaluation import Evaluator
-from ..losses import shift
-from ..train import autocast
 
 
 def hangul_token_mask(tok, is_hangul: Callable[[str], bool]) -> torch.Tensor:
@@ -43,12 +40,7 @@ class LanguageEvaluator(Evaluator):
         out, sums = {}, {}
         for op, batches in self.batches.items():
             nll = n = nll_h = n_h = 0.0
-            for b in batches:
-                x, y = b["input_ids"].to(device), b["labels"].to(device)
-                with autocast(precision, device):
-                    logits = model(x)
-                pred, tgt = shift(logits.float(), y)  # [B, T-1, V], [B, T-1]
-                mask = tgt != IGNORE
+            for pred, tgt, mask in self.predictions(model, batches, precision, device):
                 tok_nll = F.cross_entropy(pred[mask], tgt[mask], reduction="none")  # [N]
                 h = hangul[tgt[mask]]  # [N] bool
                 nll, n = nll + tok_nll.sum().item(), n + mask.sum().item()
