@@ -51,7 +51,8 @@ def tokenize_examples(tok, rows: list[dict]) -> tuple[list[list[int]], list[int]
     """Per example: token ids [BOS, prompt..., answer..., EOS] and the prompt length (BOS included)."""
     prompts = encode(tok, [r["prompt"] for r in rows])
     answers = encode(tok, [r["answer"] for r in rows])
-    ids = [[BOS_ID] + p + a + [EOS_ID] for p, a in zip(prompts, answers)]
+    bos, eos = getattr(tok, "bos_id", BOS_ID), getattr(tok, "eos_id", EOS_ID)  # a pretrained model's own ids
+    ids = [[bos] + p + a + [eos] for p, a in zip(prompts, answers)]
     return ids, [1 + len(p) for p in prompts]
 
 
@@ -96,15 +97,18 @@ class PackedStream:
         self.tokens_seen = int(state["tokens_seen"])
 
 
-def pad_examples(ids: list[list[int]], prompt_lens: list[int]) -> dict[str, torch.Tensor]:
-    """Right-pad examples into [N, T_max]; labels keep only answer tokens and EOS."""
+def pad_examples(ids: list[list[int]], prompt_lens: list[int], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
+    """Right-pad examples into [N, T_max]; labels keep only answer tokens and EOS. The attention mask
+    follows the lengths (a pretrained tokenizer's pad id may equal its EOS id)."""
     T = max(map(len, ids))
-    x = torch.full((len(ids), T), PAD_ID, dtype=torch.long)
+    x = torch.full((len(ids), T), pad_id, dtype=torch.long)
     y = torch.full((len(ids), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
     for i, (seq, n_prompt) in enumerate(zip(ids, prompt_lens)):
         x[i, : len(seq)] = torch.tensor(seq)
         y[i, n_prompt: len(seq)] = x[i, n_prompt: len(seq)]
-    return {"input_ids": x, "labels": y, "attention_mask": (x != PAD_ID).long()}
+        mask[i, : len(seq)] = 1
+    return {"input_ids": x, "labels": y, "attention_mask": mask}
 
 
 class ExampleBatches:
@@ -112,6 +116,7 @@ class ExampleBatches:
 
     def __init__(self, tok, rows: list[dict], batch_size: int, seed: int):
         self.ids, self.prompt_lens = tokenize_examples(tok, rows)
+        self.pad_id = getattr(tok, "pad_id", PAD_ID)
         self.B = min(batch_size, len(rows))
         self.rng = np.random.default_rng(seed)
 
@@ -120,4 +125,4 @@ class ExampleBatches:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         idx = self.rng.choice(len(self.ids), size=self.B, replace=False)
-        return pad_examples([self.ids[i] for i in idx], [self.prompt_lens[i] for i in idx])
+        return pad_examples([self.ids[i] for i in idx], [self.prompt_lens[i] for i in idx], self.pad_id)

@@ -114,7 +114,7 @@ def time_step(kind: str, size: Size, precision: str, device: torch.device, steps
             return token_ce(student(x), x)
         with torch.inference_mode(), autocast(precision, device):
             t_logits = teacher(x)
-        return forward_kl(student(x), t_logits.clone(), x)
+        return forward_kl(student(x), t_logits, x)
 
     schedule = "constant" if kind == "relearn" else "cosine"
     warm = 3 if not compile_model else 10

@@ -48,6 +48,10 @@ def save_checkpoint(model: CausalLM, tokenizer_dir: str | Path, out_dir: str | P
     `model.safetensors` moves last, so its presence means the checkpoint is complete."""
     out_dir = Path(out_dir)
     check_finite(model, f"saving {out_dir}")
+    if not isinstance(model, CausalLM):  # a wrapped pretrained Hugging Face model
+        from . import hf_model
+
+        return hf_model.save(model, tokenizer_dir, out_dir, record)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".ckpt-*"):  # left by a save that was killed; only this job writes here
         shutil.rmtree(stale, ignore_errors=True)
@@ -73,6 +77,12 @@ def load_checkpoint(ckpt_dir: str | Path) -> tuple[CausalLM, dict]:
     for f in (config, weights):
         if not f.is_file():
             raise FileNotFoundError(f"incomplete checkpoint: {f} is missing")
+    record_path = ckpt_dir / "record.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if record.get("backend") == "hf":  # written by hf_model.save: any architecture transformers knows
+        from . import hf_model
+
+        return hf_model.load(ckpt_dir), record
     try:
         cfg = ModelConfig.from_hf(json.loads(config.read_text()))
     except (ValueError, KeyError, TypeError) as e:
@@ -89,8 +99,6 @@ def load_checkpoint(ckpt_dir: str | Path) -> tuple[CausalLM, dict]:
         raise ValueError(f"checkpoint {weights} does not match {config}: tensors {bad[:4]} have "
                          f"shapes {[found.get(k) for k in bad[:4]]}, expected {[expected.get(k) for k in bad[:4]]}")
     model.load_state_dict(state)
-    record_path = ckpt_dir / "record.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     return model.eval(), record
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from . import era, figures, report, stages
+from . import era, figures, report, stages, wmdp
 
 STAGES = {name: getattr(stages, name) for name in
           ("make_data", "filter_data", "pretrain", "unlearn", "noise", "distill", "relearn", "evaluate")}
 STAGES["summarize"] = report.summarize
 STAGES["pareto_plot"] = figures.pareto_plot
-STAGES.update(pretrain_routed=era.pretrain_routed, ablate=era.ablate)
+STAGES.update(pretrain_routed=era.pretrain_routed, ablate=era.ablate, load_base=wmdp.load_base)
 
 
 def setup_logging(log_file: str | None = None) -> None:

@@ -33,7 +33,8 @@ def check_config(config: dict) -> None:
             TrainConfig(**{k: v for k, v in config[section].items() if k not in LOOP_ONLY})
         except ValueError as e:
             raise ValueError(f"{section}.{e}") from None
-    for section in ("pretrain", "distill", "attack"):
+    # the pipeline's own Llama has model.max_len; a pretrained model (wmdp) brings its own context
+    for section in ("pretrain", "distill", "attack") if config["setting"] != "wmdp" else ():
         seq_len = config[section].get("seq_len", DEFAULT_SEQ_LEN)
         if seq_len > model.max_len:
             raise ValueError(f"{section}.seq_len = {seq_len} is longer than the model's context "

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .batches import IGNORE, pad_examples, tokenize_examples
 from .losses import shift
+from .tokenizer import PAD_ID
 from .train import autocast
 
 
@@ -29,10 +30,21 @@ class Evaluator:
         self.batches: dict[str, list[dict]] = {}
         for op, op_rows in sorted(by_op.items()):
             ids, plen = tokenize_examples(tok, op_rows)
-            self.batches[op] = [pad_examples(ids[i: i + batch_size], plen[i: i + batch_size])
+            self.batches[op] = [pad_examples(ids[i: i + batch_size], plen[i: i + batch_size], getattr(tok, "pad_id", PAD_ID))
                                 for i in range(0, len(ids), batch_size)]
         # positions one evaluation pushes through the model, padding included (its compute: 2·N per token)
         self.tokens = sum(b["input_ids"].numel() for bs in self.batches.values() for b in bs)
+
+    @staticmethod
+    def predictions(model, batches: list[dict], precision: str, device):
+        """Per padded batch: the model's predictions [B, T-1, V] in fp32, their targets [B, T-1] and the
+        mask of positions with a target."""
+        for b in batches:
+            x, y = b["input_ids"].to(device), b["labels"].to(device)
+            with autocast(precision, device):
+                logits = model(x)
+            pred, tgt = shift(logits.float(), y)
+            yield pred, tgt, tgt != IGNORE
 
     @torch.inference_mode()
     def __call__(self, model, precision: str = "fp32", device=torch.device("cpu")) -> dict[str, float]:
@@ -42,14 +54,9 @@ class Evaluator:
         for op, batches in self.batches.items():
             correct = n = 0
             nll = n_tok = 0.0
-            for b in batches:
-                x, y = b["input_ids"].to(device), b["labels"].to(device)
-                with autocast(precision, device):
-                    logits = model(x)
-                pred, tgt = shift(logits.float(), y)  # [B, T-1, V], [B, T-1]
-                mask = tgt != IGNORE
+            for pred, tgt, mask in self.predictions(model, batches, precision, device):
                 correct += ((pred.argmax(-1) == tgt) | ~mask).all(dim=1).sum().item()
-                n += x.shape[0]
+                n += pred.shape[0]
                 nll += F.cross_entropy(pred[mask], tgt[mask], reduction="sum").item()
                 n_tok += mask.sum().item()
             out[f"acc_{op}"], out[f"ce_{op}"] = correct / n, nll / n_tok

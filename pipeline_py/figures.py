@@ -97,7 +97,8 @@ def plot_pareto(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_f
             ax.errorbar(r.retain_before, r.forget_attacked, xerr=r.retain_before_sd, yerr=r.forget_attacked_sd,
                         marker=MARKERS[r.kind], ms=7 if r.method else 10, color=color, ls="none")
             ax.annotate(f"{r.method} {_label(r)}".strip(), (r.retain_before, r.forget_attacked), fontsize=6)
-        ax.set(title=f"after {budget} attack steps", xlabel=f"{retain_metric} before the attack",
+        retain_direction = "higher is better" if higher_is_better else "lower is better"
+        ax.set(title=f"after {budget} attack steps", xlabel=f"{retain_metric} before the attack ({retain_direction})",
                ylabel=f"{forget_metric} after the attack ({_direction(higher_is_better)})",
                ylim=_limits(forget_metric))
     _save(fig, out_png)

@@ -23,13 +23,21 @@ def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """KL(p_teacher ‖ p_student) over the full vocabulary at temperature 1, averaged over the positions
-    with a target (labels != -100); the distillation loss of UNDO."""
+    with a target (labels != -100); the distillation loss of UNDO.
+
+    Computed as Σ p log p − Σ p log q: the teacher's terms carry no gradient, and the cross term is one
+    soft-target cross-entropy, whose backward is softmax(s) − p, so only [N, V] tensors the kernels need
+    are made (no masked copies; the teacher logits may come from `torch.inference_mode`)."""
     s, tgt = shift(student_logits, labels)
     t, _ = shift(teacher_logits, labels)
-    mask = tgt != IGNORE  # [B, T-1]
-    log_q = F.log_softmax(s[mask].float(), dim=-1)  # student  [N, V]
-    log_p = F.log_softmax(t[mask].float(), dim=-1)  # teacher  [N, V]
-    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    vocab = s.shape[-1]
+    weight = (tgt != IGNORE).reshape(-1).float()  # [N], N = B·(T-1)
+    with torch.no_grad():
+        log_p = F.log_softmax(t.float().reshape(-1, vocab), dim=-1)  # teacher  [N, V]
+        p = log_p.exp()
+        neg_entropy = (p * log_p).sum(-1)  # [N]
+    cross = F.cross_entropy(s.float().reshape(-1, vocab), p, reduction="none")  # −Σ_v p log q  [N]
+    return ((neg_entropy + cross) * weight).sum() / weight.sum()
 
 
 def kl_uniform(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -97,6 +97,8 @@ def read_records(paths: list[str]) -> pd.DataFrame:
     ledger = pd.DataFrame(rows)
     oracle = ledger[ledger.model == "oracle"].set_index("seed").flops
     base = ledger[ledger.model == "base"].set_index("seed")
+    if oracle.empty and not base.empty:  # a pretrained base with no oracle (wmdp): its pretraining is the reference
+        oracle = base.flops
     if oracle.empty or base.empty:
         raise ValueError("the compute ledger needs the records of both 'base' and 'oracle'")
     root = ledger.model.str.split("/").str[0]  # the pretrained model a lineage starts from

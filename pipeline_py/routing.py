@@ -303,8 +303,11 @@ def load_routed(ckpt_dir: str | Path) -> tuple[RoutedLM, dict]:
     return model.eval(), json.loads(record_path.read_text()) if record_path.is_file() else {}
 
 
-def check_era(era: dict, model: dict) -> EraConfig:
-    """The `era` config block, validated against itself and the model's depth (at DAG build time)."""
+def check_era(era: dict, model: dict, setting: str = "arithmetic") -> EraConfig:
+    """The `era` config block, validated against itself, the setting and the model's depth (at DAG build time)."""
+    if setting == "wmdp":
+        raise ValueError("era: the wmdp setting starts from a pretrained model, so there is no pretraining to route; "
+                         "set `era: null` in its config")
     ec = EraConfig.from_dict(era)
     n_layers = model.get("n_layers", ModelConfig.n_layers)
     bad = [i for i in ec.layers if i >= n_layers]

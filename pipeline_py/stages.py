@@ -139,7 +139,8 @@ def noise(teacher: str, out: str, alpha: float | None, beta: float = 0.1, seed: 
     """The student's starting point: shrink-and-perturb of the teacher, or a fresh init (`alpha` None)."""
     net, parent = load_checkpoint(teacher)
     if alpha is None:
-        net = build_model(net.cfg, seed + 1000)  # Unlearn-and-Distill: a fresh random initialisation
+        # Unlearn-and-Distill: a fresh random initialisation (of the same architecture for a pretrained model)
+        net = net.fresh_copy(seed + 1000) if hasattr(net, "fresh_copy") else build_model(net.cfg, seed + 1000)
     else:
         check_alpha_beta(alpha, beta)
         shrink_perturb(net, alpha, beta, seed)
@@ -173,8 +174,7 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, tra
         x = b["input_ids"].to(dev)
         with torch.inference_mode(), autocast(precision, dev):
             t_logits = t_net(x)  # [B, T, V], no graph kept for the frozen teacher
-        # clone() turns the inference tensor into a plain one that autograd may save
-        return forward_kl(s_net(x), t_logits.clone(), b["labels"].to(dev))
+        return forward_kl(s_net(x), t_logits, b["labels"].to(dev))
 
     def check(step: int) -> bool:
         value = retain_eval(s_net, precision, dev)[key]

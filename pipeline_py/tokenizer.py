@@ -6,6 +6,7 @@ so `AutoTokenizer.from_pretrained(checkpoint)` works. Training jobs read `tokeni
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import string
@@ -50,13 +51,35 @@ def save_tokenizer(tok: Tokenizer, directory: str | Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_tokenizer(directory: str | Path) -> Tokenizer:
+class LoadedTokenizer:
+    """A `tokenizers.Tokenizer` (every method passes through) that also knows the directory it came from
+    and the ids of its pad/BOS/EOS tokens, read from `tokenizer_config.json` where one names them (a
+    pretrained model's tokenizer) and the character tokenizer's fixed ids otherwise."""
+
+    def __init__(self, tok: Tokenizer, directory: Path):
+        self.tok, self.directory = tok, directory
+        named = {}
+        config = directory / "tokenizer_config.json"
+        if config.is_file():
+            for key, value in json.loads(config.read_text()).items():
+                value = value.get("content") if isinstance(value, dict) else value
+                if key in ("pad_token", "bos_token", "eos_token") and isinstance(value, str):
+                    named[key] = tok.token_to_id(value)
+        self.bos_id = named.get("bos_token", BOS_ID)
+        self.eos_id = named.get("eos_token", EOS_ID)
+        self.pad_id = named.get("pad_token", self.eos_id if "eos_token" in named else PAD_ID)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def load_tokenizer(directory: str | Path) -> LoadedTokenizer:
     path = Path(directory) / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer at {path}: run make_data for this setting first")
-    return Tokenizer.from_file(str(path))
+    return LoadedTokenizer(Tokenizer.from_file(str(path)), Path(directory))
 
 
-def encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
+def encode(tok, texts: list[str]) -> list[list[int]]:
     """Token ids of each text, without special tokens (callers add BOS/EOS where they belong)."""
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]

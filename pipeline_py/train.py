@@ -33,9 +33,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     log_every: int = 100  # steps between progress lines
     save_every: int = 0  # steps between resume states (pipeline_py.resume); 0 = none
+    grad_accum: int = 1  # micro-batches of `batch_size` whose gradients add up to one optimizer step
 
     def __post_init__(self):
-        for key in ("steps", "batch_size", "seq_len"):
+        for key in ("steps", "batch_size", "seq_len", "grad_accum"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
         if not isinstance(self.save_every, int) or self.save_every < 0:
@@ -115,6 +116,8 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
     `params` (default all) are the parameters the optimizer updates. With `resume`, training continues
     from a saved state when there is one and saves its state every `resume.every` steps.
     """
+    if backward is not None and cfg.grad_accum != 1:
+        raise ValueError(f"{stage}: grad_accum = {cfg.grad_accum} cannot combine with a custom backward step (SAM)")
     model.to(device).train()
     opt = make_optimizer(model, cfg, params)
     trainable = [p for g in opt.param_groups for p in g["params"]]
@@ -128,14 +131,15 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step - 1)
         opt.zero_grad(set_to_none=True)
-        with autocast(precision, device):
-            loss = loss_fn()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; stopping, no checkpoint written")
-        if backward is None:
-            loss.backward()
-        else:
-            backward(loss)
+        for _ in range(cfg.grad_accum):  # each micro-batch adds 1/grad_accum of its mean loss's gradient
+            with autocast(precision, device):
+                loss = loss_fn()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; stopping, no checkpoint written")
+            if backward is None:
+                (loss / cfg.grad_accum).backward()
+            else:
+                backward(loss)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()

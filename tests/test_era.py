@@ -210,6 +210,8 @@ def test_era_config_errors_name_the_key(tiny_cfg):
         EraConfig(steps_factor=0)
     with pytest.raises(ValueError, match=r"era.layers = \[0, 4\].*\[4\].*4 blocks"):
         check_era({"layers": [0, 4]}, {"n_layers": 4})
+    with pytest.raises(ValueError, match=r"era: the wmdp setting .*no pretraining.*era: null"):
+        check_era({"layers": [0]}, {"n_layers": 4}, "wmdp")
 
 
 def test_describe_labels_era_models():

@@ -331,7 +331,7 @@ def yaml_config() -> dict:
             "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 32},
             "pretrain": {"steps": 30, "lr": 3.0e-3, "batch_size": 4, "seq_len": 32, "warmup": 3},
             "unlearn": {"batch_size": 4, "methods": {"maxent": {"steps": 3, "lr": 3.0e-4, "retain_weight": 1.0}}},
-            "noise": {"alphas": [0.5], "beta": 0.1, "fresh_init": False},  # 6 models, 23 jobs
+            "noise": {"alphas": [0.5], "beta": 0.1, "fresh_init": False, "methods": ["maxent"]},  # 6 models
             "distill": {"steps": 10, "lr": 3.0e-3, "batch_size": 4, "seq_len": 32, "warmup": 2,
                         "stop_within": 0.1, "check_every": 5},
             "oracle_match": {"inits": [], "steps": 5},

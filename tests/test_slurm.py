@@ -7,7 +7,7 @@ the outputs match a local run of the same study file by file in shape (data byte
 cancelled job was resubmitted and its checkpoint loads and is finite. Skipped, with the reason, only
 where SLURM cannot be started at all (not root, or neither SLURM nor apt-get present).
 
-The study is configs/tiny.yaml narrowed to one α, one attack LR and data choice and no oracle matching
+The study is configs/tiny.yaml narrowed to one method, one α, one attack LR and data choice and no oracle matching
 (22 SLURM jobs and 2 local ones): every stage of the main study still runs, and the test stays within
 a few minutes on 2 cores.
 """
@@ -34,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
 START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
-SMALLER = {"noise": {"alphas": [0.5], "fresh_init": False}, "attack": {"lrs": [3.0e-3], "data": ["forget"]},
-           "oracle_match": {"inits": []}}
+SMALLER = {"noise": {"alphas": [0.5], "fresh_init": False, "methods": ["maxent"]},
+           "unlearn": {"methods": {"maxent": {"steps": 5, "lr": 3.0e-4}}},  # replaces tiny.yaml's list
+           "attack": {"lrs": [3.0e-3], "data": ["forget"]}, "oracle_match": {"inits": []}}
 KILLED_RULE = "pretrain"  # the base model: the first training job, a checkpoint every later job reads
 
 pytestmark = pytest.mark.e2e

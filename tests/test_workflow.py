@@ -113,7 +113,7 @@ BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must app
     "undo_of_a_missing_method": ("noise: {methods: [maxent, ascent]}", ["noise.methods", "ascent", "allowed"]),
     "unknown_nested_key": ("distill: {stepz: 5}", ["distill", "stepz", "Additional properties are not allowed"]),
     "wrong_type": ("pretrain: {steps: many}", ["['pretrain']['steps']", "many", "is not of type 'integer'"]),
-    "unknown_setting": ("setting: language", ["['setting']", "language", "['arithmetic']"]),
+    "unknown_setting": ("setting: chess", ["['setting']", "chess", "['arithmetic', 'language', 'wmdp']"]),
     "unknown_method": ("unlearn: {batch_size: 8, methods: {nope: {}}}", ["unlearn.methods", "nope", "available"]),
     "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps", "minimum of 1"]),
     "negative_save_every": ("pretrain: {save_every: -1}", ["['pretrain']['save_every']", "-1", "minimum of 0"]),
@@ -242,7 +242,7 @@ def test_e2e_figures_exist_as_png_and_pdf(e2e_run):
 @pytest.mark.e2e
 def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
     """With one more α, a dry run over the same results plans only noise/distill/relearn/evaluate of the new
-    α's models (both methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
+    α's models (the methods of noise.methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
     cfg = tiny_config()
     old, new = cfg["noise"]["alphas"], 0.7
     assert new not in old
@@ -252,7 +252,7 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
                          "--config", f"results={e2e_run}")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
-    methods = list(cfg["unlearn"]["methods"])
+    methods = cfg["noise"]["methods"]
     runs_per_model = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]) * len(cfg["attack"]["data"])
     assert job_stats(text) == {"noise": len(methods), "distill": len(methods), "relearn": len(methods) * runs_per_model,
                                "evaluate": len(methods), "summarize": 1, "pareto_plot": 1}, output_of(proc)

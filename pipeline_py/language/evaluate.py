@@ -7,15 +7,12 @@ digits and punctuation inside Korean text do not dilute it.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..batches import IGNORE, pad_examples, tokenize_examples
-from ..losses import shift
-from ..train import autocast
+from ..evaluation import Evaluator
 
 
 def hangul_token_mask(tok, is_hangul: Callable[[str], bool]) -> torch.Tensor:
@@ -28,22 +25,12 @@ def hangul_token_mask(tok, is_hangul: Callable[[str], bool]) -> torch.Tensor:
     return mask
 
 
-class LanguageEvaluator:
-    """Holds the evaluation chunks tokenized and padded once; call it on any model."""
+class LanguageEvaluator(Evaluator):
+    """Holds the evaluation chunks tokenized and padded once (as `Evaluator`); call it on any model."""
 
     def __init__(self, tok, rows: list[dict], hangul: Callable[[str], bool], batch_size: int = 32):
-        by_op = defaultdict(list)
-        for r in rows:
-            by_op[r["op"]].append(r)
-        self.groups = {"retain": sorted({r["op"] for r in rows if not r["forget"]}),
-                       "forget": sorted({r["op"] for r in rows if r["forget"]})}
-        self.batches: dict[str, list[dict]] = {}
-        for op, op_rows in sorted(by_op.items()):
-            ids, plen = tokenize_examples(tok, op_rows)
-            self.batches[op] = [pad_examples(ids[i: i + batch_size], plen[i: i + batch_size])
-                                for i in range(0, len(ids), batch_size)]
+        super().__init__(tok, rows, batch_size)
         self.hangul = hangul_token_mask(tok, hangul)  # [V]
-        self.tokens = sum(b["input_ids"].numel() for bs in self.batches.values() for b in bs)  # per call (FLOPs)
 
     @torch.inference_mode()
     def __call__(self, model, precision: str = "fp32", device=torch.device("cpu")) -> dict[str, float]:
@@ -53,12 +40,7 @@ class LanguageEvaluator:
         out, sums = {}, {}
         for op, batches in self.batches.items():
             nll = n = nll_h = n_h = 0.0
-            for b in batches:
-                x, y = b["input_ids"].to(device), b["labels"].to(device)
-                with autocast(precision, device):
-                    logits = model(x)
-                pred, tgt = shift(logits.float(), y)  # [B, T-1, V], [B, T-1]
-                mask = tgt != IGNORE
+            for pred, tgt, mask in self.predictions(model, batches, precision, device):
                 tok_nll = F.cross_entropy(pred[mask], tgt[mask], reduction="none")  # [N]
                 h = hangul[tgt[mask]]  # [N] bool
                 nll, n = nll + tok_nll.sum().item(), n + mask.sum().item()

@@ -22,6 +22,7 @@ from types import ModuleType
 REGISTRY = {  # setting name -> module
     "arithmetic": "pipeline_py.arithmetic",
     "language": "pipeline_py.language",
+    "wmdp": "pipeline_py.wmdp",  # a pretrained Hugging Face model, WMDP corpora, lm-eval scores
 }
 
 

@@ -18,7 +18,7 @@ rule relearn:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
-    resources: mem_mb=MEM_TRAIN, runtime=30, gpu=GPU
+    resources: **job_resources(MEM_TRAIN, 30, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -43,7 +43,7 @@ rule evaluate:
         device=config["device"],
         threads=torch_threads,
     threads: ONE_CPU
-    resources: mem_mb=MEM_SMALL, runtime=15
+    resources: **job_resources(MEM_SMALL, 15, GPU if WMDP else None)  # lm-eval runs a pretrained model
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -19,19 +19,34 @@ wildcard_constraints:
 # Fail at DAG build time, naming the key, for what JSON schema cannot check (method hyperparameters,
 # alpha/beta, values that depend on each other). A job running on a cluster node (remote mode) skips
 # this: the submitting process checked it, and the checks import torch.
+WMDP = config["setting"] == "wmdp"
+ERA = config.get("era") or {}  # `era: null` in a config file turns off the default's ERA branch
 if not workflow.remote_exec:
     from pipeline_py.config_checks import check_config
     from pipeline_py.routing import check_era
 
     check_config(config)
-    if "era" in config:
-        check_era(config["era"], config["model"])
+    if ERA:
+        check_era(ERA, config["model"], config["setting"])
+    if WMDP and workflow.is_main_process:  # every named model and data set loads (not rechecked in jobs)
+        from pipeline_py.wmdp_sources import check_sources
+
+        check_sources(config["wmdp"])
+
+
+def setting_data():
+    """The make_data configuration of the setting: the `wmdp` block, or `data` for the others."""
+    return config["wmdp"] if WMDP else config["data"]
 
 
 def inits():
     """Student initialisations: shrink-and-perturb at each alpha, plus a fresh init (Unlearn-and-Distill)."""
     beta = config["noise"]["beta"]
     return [f"a{a}_b{beta}" for a in config["noise"]["alphas"]] + (["fresh"] if config["noise"]["fresh_init"] else [])
+
+
+ORACLE = not WMDP or bool(config["wmdp"].get("oracle"))  # a pretrained base may come without an oracle
+MATCH = config["oracle_match"]["inits"] if ORACLE else []
 
 
 def undo_methods():
@@ -41,21 +56,21 @@ def undo_methods():
 
 def models():
     """Every model that is attacked and evaluated, as paths under models/."""
-    out = ["base", "oracle"] + [f"base/{m}" for m in config["unlearn"]["methods"]]
+    out = (["base", "oracle"] if ORACLE else ["base"]) + [f"base/{m}" for m in config["unlearn"]["methods"]]
     for m in undo_methods():
         out += [f"base/{m}/undo_{i}" for i in inits()]
-    if "era" in config:  # ERA: routed pretraining, then ablation; its UNDO students at era.undo_alphas
+    if ERA:  # ERA: routed pretraining, then ablation; its UNDO students at era.undo_alphas
         beta = config["noise"]["beta"]
-        out += ["routed/era"] + [f"routed/era/undo_a{a}_b{beta}" for a in config["era"].get("undo_alphas", [])]
-    return out + [f"oracle/match_{start}" for start in config["oracle_match"]["inits"]]
+        out += ["routed/era"] + [f"routed/era/undo_a{a}_b{beta}" for a in ERA.get("undo_alphas", [])]
+    return out + [f"oracle/match_{start}" for start in MATCH]
 
 
 def checkpoints():
     """Every checkpoint the study writes (the compute ledger lists them all), as paths under models/."""
     noised = [f"base/{m}/noised_{i}" for m in undo_methods() for i in inits()]
     beta = config["noise"]["beta"]
-    noised += [f"routed/era/noised_a{a}_b{beta}" for a in config.get("era", {}).get("undo_alphas", [])]
-    return models() + noised + (["oracle/noised_fresh"] if "fresh" in config["oracle_match"]["inits"] else [])
+    noised += [f"routed/era/noised_a{a}_b{beta}" for a in ERA.get("undo_alphas", [])]
+    return models() + noised + (["oracle/noised_fresh"] if "fresh" in MATCH else [])
 
 
 def attack_curves(seed, model):
@@ -95,3 +110,13 @@ else:
 GPU = config["cluster"]["gpu"]  # GPUs per training job; the SLURM executor turns it into --gpus
 MEM_TRAIN = 2000 + 2000 * min(GPU, 1)
 MEM_SMALL = 1000
+# The wmdp setting's jobs hold a pretrained model (gemma-2-2b: ~10 GB of fp32 weights, ~52 GB with its
+# gradients and AdamW moments) or build its corpora: they ask for wmdp.resources' memory and wall time.
+MODEL_JOB = dict(config["wmdp"].get("resources") or {}) if WMDP else {}
+
+
+def job_resources(mem_mb, runtime, gpu=None):
+    """A job's request: memory in MB, wall time in minutes and, for a job that may train, GPUs; in the
+    wmdp setting memory and wall time come from MODEL_JOB where it names them."""
+    out = {"mem_mb": mem_mb, "runtime": runtime, **MODEL_JOB}
+    return out if gpu is None else {**out, "gpu": gpu}

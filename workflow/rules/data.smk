@@ -9,11 +9,11 @@ rule make_data:
     params:
         stage="make_data",
         out_dir=lambda w, output: os.path.dirname(output.train),
-        data=config["data"],
+        data=setting_data(),
         seed=lambda w: int(w.seed),
         setting=config["setting"],
     threads: ONE_CPU
-    resources: mem_mb=MEM_SMALL, runtime=10
+    resources: **job_resources(MEM_SMALL, 10)
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -15,7 +15,7 @@ rule pretrain_routed:
         stage="pretrain_routed",
         model=config["model"],
         train_cfg=config["pretrain"],
-        era={k: v for k, v in config.get("era", {}).items() if k not in ABLATE_KEYS + ("undo_alphas",)},
+        era={k: v for k, v in ERA.items() if k not in ABLATE_KEYS + ("undo_alphas",)},
         precision=config["precision"],
         device=config["device"],
         seed=lambda w: int(w.seed),
@@ -39,7 +39,7 @@ rule ablate:
         f"{S}/benchmarks/ablate.tsv"
     params:
         stage="ablate",
-        era={k: v for k, v in config.get("era", {}).items() if k in ABLATE_KEYS},
+        era={k: v for k, v in ERA.items() if k in ABLATE_KEYS},
         precision=config["precision"],
         device=config["device"],
         seed=lambda w: int(w.seed),

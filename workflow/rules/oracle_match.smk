@@ -12,7 +12,7 @@ rule oracle_fresh_init:
         alpha=None,
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
-    resources: mem_mb=MEM_SMALL, runtime=10
+    resources: **job_resources(MEM_SMALL, 10)
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -43,7 +43,7 @@ rule match_oracle:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: HALF
-    resources: mem_mb=MEM_TRAIN, runtime=60, gpu=GPU
+    resources: **job_resources(MEM_TRAIN, 60, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -19,7 +19,7 @@ rule unlearn:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: ONE_CPU
-    resources: mem_mb=MEM_TRAIN, runtime=30, gpu=GPU
+    resources: **job_resources(MEM_TRAIN, 30, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -1,0 +1,97 @@
+"""Pretrained Hugging Face causal LMs (any architecture `AutoModelForCausalLM` knows: gemma-2, Llama, ...)
+behind the interface the pipeline's own Llama offers: `model(input_ids) -> logits [B, T, V]`,
+`model(input_ids, hidden_layer=l) -> (logits, h_l)`, `model.cfg.{n_layers, d_model}` and
+`model.model.layers[i].mlp.down_proj` (RMU's trainable weights).
+
+A checkpoint of a wrapped model is what `save_pretrained` writes plus the tokenizer files, `record.json`
+(whose `backend` is "hf", so `checkpoint.load_checkpoint` knows to come here) and the evaluation
+settings file of the setting (`lm_eval.json`). `transformers` is imported only when a stage loads one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+BACKEND = "hf"
+# files that travel from a tokenizer directory into every checkpoint of an HF model
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+              "chat_template.jinja", "lm_eval.json")
+
+
+@dataclass(frozen=True)
+class HFShape:
+    n_layers: int  # transformer blocks
+    d_model: int  # residual width
+
+
+class HFCausalLM(nn.Module):
+    """A thin wrapper over a `PreTrainedModel`; parameters are named `hf.<HF name>`."""
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.hf = hf_model
+        c = hf_model.config.get_text_config() if hasattr(hf_model.config, "get_text_config") else hf_model.config
+        self.cfg = HFShape(n_layers=c.num_hidden_layers, d_model=c.hidden_size)
+
+    @property
+    def model(self):  # the backbone (`model.layers[i]`), as in the pipeline's own Llama
+        return self.hf.model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, hidden_layer: int | None = None):
+        """Logits [B, T, V]; with `hidden_layer` = l also the residual stream after block l [B, T, D]."""
+        out = self.hf(input_ids=input_ids, output_hidden_states=hidden_layer is not None, use_cache=False)
+        if hidden_layer is None:
+            return out.logits
+        return out.logits, out.hidden_states[hidden_layer + 1]  # hidden_states[0] is the embedding output
+
+    def fresh_copy(self, seed: int) -> "HFCausalLM":
+        """The same architecture with freshly initialised weights (Unlearn-and-Distill's student)."""
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        return HFCausalLM(AutoModelForCausalLM.from_config(self.hf.config, dtype=torch.float32))
+
+
+def load_pretrained(name_or_path: str, revision: str | None = None) -> HFCausalLM:
+    """A model from the hub or a local directory, in fp32 (the pipeline keeps fp32 master weights)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=torch.float32)
+    return HFCausalLM(hf).eval()
+
+
+def save(model: HFCausalLM, tokenizer_dir: str | Path, out_dir: str | Path, record: dict) -> None:
+    """Write into a temporary directory, then move the files into `out_dir`, weights last."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=out_dir))
+    try:
+        model.hf.save_pretrained(tmp, max_shard_size="1000GB")  # one file, the output rules name
+        (tmp / "record.json").write_text(json.dumps({**record, "backend": BACKEND}, indent=2))
+        for name in SIDE_FILES:
+            if (Path(tokenizer_dir) / name).is_file():
+                shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
+        if not (tmp / "model.safetensors").is_file():
+            raise RuntimeError(f"save_pretrained wrote {sorted(os.listdir(tmp))}, expected one model.safetensors")
+        for name in sorted(os.listdir(tmp), key=lambda n: n == "model.safetensors"):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(ckpt_dir: str | Path) -> HFCausalLM:
+    try:
+        return load_pretrained(str(ckpt_dir))
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"corrupt Hugging Face checkpoint {ckpt_dir}: {e}") from e

@@ -1,0 +1,294 @@
+"""The wmdp setting offline: a tiny random HF model stands in for gemma-2-2b, local JSON corpora for the WMDP
+corpora and wikitext, local lm-eval tasks for wmdp_bio/wmdp_cyber/mmlu (see wmdp_fixtures.py)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from pipeline_py import stages, wmdp
+from pipeline_py.batches import read_jsonl, tokenize_examples
+from pipeline_py.checkpoint import load_checkpoint, save_checkpoint
+from pipeline_py.tokenizer import load_tokenizer
+from pipeline_py.wmdp_sources import WmdpConfig, check_sources, explain
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wmdp_fixtures import write_config, write_fixtures, write_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def wm(tmp_path_factory):
+    """Fixtures, the data directory (make_data + filter_data) and the loaded base checkpoint."""
+    root = tmp_path_factory.mktemp("wmdp")
+    cfg = write_fixtures(root / "fx")
+    data = root / "data"
+    stages.make_data(str(data), cfg, seed=0, setting="wmdp")
+    stages.filter_data(str(data / "train.jsonl"), str(data / "oracle.jsonl"), str(data / "forget.jsonl"),
+                       str(data / "retain.jsonl"), n_labeled=16)
+    wmdp.load_base(str(data / "tokenizer.json"), str(root / "base"), cfg["base"], pretrain_tokens=1e6)
+    return {"root": root, "cfg": cfg, "data": data, "base": root / "base"}
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, "wmdp: keys ['colour']"),
+    ({"forget": []}, "wmdp.forget"),
+    ({"forget": [{"op": "bio", "path": "json"}]}, "wmdp.forget[0].data_files"),
+    ({"eval_fraction": 0.7}, "wmdp.eval_fraction = 0.7"),
+    ({"chunk_tokens": 0}, "wmdp.chunk_tokens = 0"),
+    ({"lm_eval": {"limit": 0}}, "wmdp.lm_eval.limit = 0"),
+    ({"lm_eval": {"retain_tasks": {}}}, "wmdp.lm_eval.retain_tasks"),
+])
+def test_bad_config_names_the_key(tmp_path, change, message):
+    raw = {"base": "x", "forget": [{"op": "bio", "path": "json", "data_files": "f.json"}],
+           "retain": [{"op": "wiki", "path": "json", "data_files": "r.json"}], **change}
+    with pytest.raises(ValueError) as e:
+        WmdpConfig.parse(raw)
+    assert message in str(e.value)
+
+
+def test_unreachable_sources_are_reported_with_how_to_provide_them(tmp_path, monkeypatch):
+    """Offline: a missing local model, a misspelled hub model, a hub data set and a missing local file all
+    fail together, each named by its key with the way to provide it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    raw = {"base": str(tmp_path / "no_model"), "oracle": "nobody/gemma-2-2bb",
+           "forget": [{"op": "bio", "path": "cais/wmdp-bio-forget-corpuss"}],
+           "retain": [{"op": "wiki", "path": "json", "data_files": str(tmp_path / "missing.json")}]}
+    with pytest.raises(ValueError) as e:
+        check_sources(raw)
+    msg = str(e.value)
+    assert f"wmdp.base = '{tmp_path / 'no_model'}' is not a model directory (no config.json there)" in msg
+    assert "wmdp.oracle = 'nobody/gemma-2-2bb' cannot be loaded offline" in msg and "huggingface-cli download" in msg
+    assert "wmdp.forget[0].path = 'cais/wmdp-bio-forget-corpuss' cannot be loaded offline" in msg
+    assert "wmdp.retain[0].data_files: missing local files" in msg
+
+
+def test_gated_and_missing_repos_are_told_apart(monkeypatch):
+    from huggingface_hub import errors
+
+    def hub_error(cls, message):  # the hub's errors want an HTTP response; only the type and text matter here
+        e = cls.__new__(cls)
+        Exception.__init__(e, message)
+        return e
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    gated = explain("wmdp.base", "google/gemma-2-2b", hub_error(errors.GatedRepoError, "Access to model is restricted"),
+                    "HOW")
+    assert "is gated on the Hugging Face Hub" in gated and "huggingface-cli login" in gated and gated.endswith(
+        "(GatedRepoError: Access to model is restricted)")
+    missing = explain("wmdp.base", "googel/gemma", hub_error(errors.RepositoryNotFoundError, "404"), "HOW")
+    assert "was not found (misspelled, private or missing): HOW" in missing
+
+
+def test_dag_build_fails_before_any_job_when_the_model_cannot_be_loaded(tmp_path):
+    """`snakemake -n` on the paper config with no network: the error names the gated/uncached model and
+    data sets, and nothing is written."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "pareto_plot", "--configfile",
+                           str(REPO / "configs" / "wmdp.yaml"), "--config", f"results={tmp_path / 'out'}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)  # a busy machine
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "the wmdp setting cannot load its sources" in err
+    assert "wmdp.base = 'google/gemma-2-2b' cannot be loaded offline" in err
+    assert "wmdp.forget[0].path = 'cais/wmdp-bio-forget-corpus'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def planned_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Every job block of a dry run as (rule, its resources)."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if m:
+            res = re.search(r"^\s*resources: (.*)$", block, re.M)
+            jobs.append((m.group(1), dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}))
+    return jobs
+
+
+def test_paper_config_plans_its_study_with_gpu_jobs(tmp_path):
+    """configs/wmdp.yaml, its model and corpora pointed at the local stand-ins, passes the schema and the
+    config checks and plans its study: load_base instead of pretraining, no oracle, RMU and MaxEnt each
+    unlearned and distilled at α 0.25, attacked at 3 LRs. Every job holding the model asks for
+    wmdp.resources' memory and wall time, the training and lm-eval jobs also for cluster.gpu's GPU."""
+    fx = write_fixtures(tmp_path / "fx")
+    overlay = tmp_path / "local.yaml"
+    overlay.write_text(yaml.safe_dump({"wmdp": {k: fx[k] for k in ("base", "forget", "retain")}}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "4", "pareto_plot", "--configfile",
+                           str(REPO / "configs" / "wmdp.yaml"), str(overlay), "--config", f"results={tmp_path / 'out'}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    counts = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    models = 1 + 2 + 2  # base; rmu, maxent; their UNDO students
+    assert counts == {"make_data": 1, "filter_data": 1, "load_base": 1, "unlearn": 2, "noise": 2, "distill": 2,
+                      "relearn": models * 3, "evaluate": models, "summarize": 1, "pareto_plot": 1}
+    paper = yaml.safe_load((REPO / "configs" / "wmdp.yaml").read_text())
+    held = {"mem_mb": str(paper["wmdp"]["resources"]["mem_mb"]), "runtime": str(paper["wmdp"]["resources"]["runtime"])}
+    for rule, res in jobs:
+        if rule in ("summarize", "pareto_plot"):
+            continue
+        want = {"mem_mb": "1000", "runtime": "10"} if rule == "filter_data" else held
+        assert {k: res.get(k) for k in want} == want, (rule, res)
+        gpu = rule in ("unlearn", "distill", "relearn", "evaluate")
+        assert res.get("gpu") == (str(paper["cluster"]["gpu"]) if gpu else None), (rule, res)
+    assert paper["cluster"]["gpu"] == 1
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def test_chunks_cut_at_token_boundaries_and_lose_nothing(wm):
+    tok = load_tokenizer(wm["data"])
+    text = "Port 7 of service elm accepts a crafted header. " * 5
+    chunks = wmdp.chunk_text(tok, text, 20)
+    assert "".join(chunks) == text
+    assert all(len(tok.encode(c, add_special_tokens=False).ids) <= 20 for c in chunks)
+    assert len(chunks) == -(-len(text) // 20)  # one token per character here
+
+
+def test_splits_share_no_document_and_the_attack_is_forget_only(wm):
+    rows = {s: read_jsonl(wm["data"] / f"{s}.jsonl") for s in ("train", "eval", "attack")}
+    docs = {s: {r["doc"] for r in rs} for s, rs in rows.items()}
+    assert not (docs["train"] & docs["eval"]) and not (docs["train"] & docs["attack"]) and not (docs["eval"] & docs["attack"])
+    assert {r["op"] for r in rows["attack"]} == {"bio", "cyber"} and all(r["forget"] for r in rows["attack"])
+    assert {r["op"] for r in rows["train"]} == {"bio", "cyber", "wikitext"}
+    manifest = json.loads((wm["data"] / "manifest.json").read_text())
+    assert manifest["setting"] == "wmdp" and manifest["files"]["eval.jsonl"]["examples"] == 24  # 8 per corpus
+
+
+def test_examples_use_the_pretrained_tokenizers_special_ids(wm):
+    """The stand-in's ids are pad 0, eos 1, bos 2 (not the character tokenizer's 0/1/2 = pad/bos/eos)."""
+    tok = load_tokenizer(wm["data"])
+    assert (tok.pad_id, tok.eos_id, tok.bos_id) == (0, 1, 2)
+    ids, plen = tokenize_examples(tok, [{"prompt": "", "answer": "ab"}])
+    assert ids == [[2, tok.token_to_id("a"), tok.token_to_id("b"), 1]] and plen == [1]
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def test_wrapper_gives_logits_and_hidden_states_of_any_architecture(tmp_path):
+    """A gemma-2 model through the wrapper: the pipeline's call signature, RMU's weights, a checkpoint that
+    round-trips bit-exactly and loads with plain transformers."""
+    from transformers import AutoModelForCausalLM
+
+    from pipeline_py.hf_model import load_pretrained
+    from pipeline_py.methods import get_method
+
+    net = load_pretrained(str(write_model(tmp_path / "g2", arch="gemma2")))
+    x = torch.randint(3, 90, (2, 9))
+    logits, h = net(x, hidden_layer=0)
+    assert logits.shape == (2, 9, 99) and h.shape == (2, 9, 32)
+    ref = net.hf(input_ids=x, output_hidden_states=True)
+    assert torch.allclose(h, ref.hidden_states[1], atol=1e-5) and torch.allclose(net(x), ref.logits, atol=1e-5)
+    assert not torch.allclose(h, ref.hidden_states[2], atol=1e-2)  # block 0's output, not block 1's
+    rmu = get_method("rmu", {"layer": 1, "layers": [0, 1], "steps": 1})
+    assert [p.shape for p in rmu.trainable(net)] == [(32, 64), (32, 64)]
+    save_checkpoint(net, tmp_path / "g2", tmp_path / "ckpt", {"stage": "test"})
+    back, record = load_checkpoint(tmp_path / "ckpt")
+    assert record["backend"] == "hf" and torch.equal(back(x), net(x))
+    assert torch.allclose(AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")(x).logits, net(x), atol=1e-5)
+
+
+def test_noise_with_beta_zero_is_a_pure_shrink(wm, tmp_path):
+    stages.noise(str(wm["base"]), str(tmp_path / "n"), alpha=0.25, beta=0.0)
+    (a, _), (b, _) = load_checkpoint(wm["base"]), load_checkpoint(tmp_path / "n")
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    assert pa.keys() == pb.keys() and all(torch.equal(pb[k], pa[k] * 0.75) for k in pa)
+
+
+def test_lm_eval_accuracy_equals_a_hand_computed_argmax(wm):
+    """lm-eval's multiple-choice accuracy on the in-memory model equals picking, by hand, the choice with the
+    highest summed log-probability after `question\\nAnswer:` (choices prefixed by a space)."""
+    net, _ = load_checkpoint(wm["base"])
+    tok = load_tokenizer(wm["base"])
+    scores = wmdp.WmdpEvaluator(tok, read_jsonl(wm["data"] / "eval.jsonl")).lm_eval_scores(net, "fp32", torch.device("cpu"))
+    enc = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+    docs = read_jsonl(Path(wm["cfg"]["lm_eval"]["include_path"]) / "tiny_wmdp_bio.json")[:8]
+    correct = 0
+    with torch.no_grad():
+        for d in docs:
+            ctx = enc(d["question"] + "\nAnswer:")
+            lls = []
+            for choice in d["choices"]:
+                cont = enc(" " + choice)
+                logp = torch.log_softmax(net(torch.tensor([ctx + cont[:-1]]))[0].float(), -1)
+                lls.append(sum(logp[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont)))
+            correct += max(range(4), key=lambda i: (lls[i], -i)) == d["answer"]
+    assert scores["acc_wmdp_bio"] == pytest.approx(correct / 8)
+    assert scores["acc_forget"] == pytest.approx((scores["acc_wmdp_bio"] + scores["acc_wmdp_cyber"]) / 2)
+    assert scores["acc_retain"] == scores["acc_mmlu"]
+
+
+def test_attack_on_forget_data_lowers_forget_ce(wm, tmp_path):
+    out = tmp_path / "curve.csv"
+    stages.relearn(str(wm["base"]), str(wm["data"] / "attack.jsonl"), str(wm["data"] / "eval.jsonl"), str(out),
+                   lr=3e-3, steps=6, eval_every=6, batch_size=4, seq_len=48, precision="fp32")
+    c = pd.read_csv(out).pivot_table(index="step", columns="metric", values="value")
+    assert list(c.index) == [0, 6]
+    assert c.loc[6, "ce_forget"] < c.loc[0, "ce_forget"] - 0.05
+    assert {"acc_wmdp_bio", "acc_wmdp_cyber", "acc_mmlu", "acc_forget", "acc_retain", "ce_retain"} <= set(c.columns)
+
+
+# ------------------------------------------------------------------------------------------ the DAG
+
+
+@pytest.mark.e2e
+def test_e2e_wmdp_dag_on_cpu(tmp_path):
+    """The whole wmdp DAG (load_base -> maxent -> noise α 0.25 β 0 -> distill -> attack -> evaluate ->
+    pareto_plot) on the stand-ins; the summary table and figures come out like the other settings'."""
+    results = tmp_path / "results"
+    config = write_config(tmp_path / "fx", results)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "pareto_plot", "--configfile",
+                           str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(results / "wmdp" / "summary.csv")
+    assert set(summary.model) == {"base", "base/maxent", "base/maxent/undo_a0.25_b0.0"}
+    assert summary.forget_attacked.between(0, 1).all() and summary.retain_before.between(0, 1).all()
+    base = summary[summary.model == "base"].iloc[0]
+    assert base.compute_fraction == 1.0  # no oracle: compute is relative to the base's pretraining
+    ev = pd.read_csv(results / "wmdp" / "seed0" / "eval" / "base" / "maxent" / "undo_a0.25_b0.0.csv")
+    assert {"acc_wmdp_bio", "acc_mmlu", "ce_forget", "ce_retain"} <= set(ev.metric)
+    for fig in ("relearning_curves", "pareto", "robustness_vs_compute"):
+        assert (results / "wmdp" / "figures" / f"{fig}.png").stat().st_size > 0
+    record = json.loads((results / "wmdp" / "seed0" / "models" / "base" / "maxent" / "undo_a0.25_b0.0" /
+                         "record.json").read_text())
+    assert record["backend"] == "hf" and record["stage"] == "distill"
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    """Two micro-batches of 2 with grad_accum = 2 take the same optimizer step as one batch of 4."""
+    from pipeline_py.train import TrainConfig, train
+
+    x, y = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), torch.randn(4, 1)
+    nets = [torch.nn.Linear(3, 1) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    halves = iter([(x[:2], y[:2]), (x[2:], y[2:])])
+
+    def micro():
+        xb, yb = next(halves)
+        return (nets[0](xb) - yb).pow(2).mean()
+
+    train(nets[0], micro, TrainConfig(steps=1, lr=0.1, grad_accum=2, grad_clip=0.0), "accum")
+    train(nets[1], lambda: (nets[1](x) - y).pow(2).mean(), TrainConfig(steps=1, lr=0.1, grad_clip=0.0), "full")
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="grad_accum must be a positive integer"):
+        TrainConfig(steps=1, lr=0.1, grad_accum=0)
