@@ -21,6 +21,7 @@ rule pretrain_routed:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: HALF
+    resources: mem_mb=MEM_TRAIN, runtime=60, gpu=GPU
     conda:
         "../envs/pipeline.yaml"
     script:
@@ -45,6 +46,7 @@ rule ablate:
         seed=lambda w: int(w.seed),
         threads=torch_threads,
     threads: ONE_CPU
+    resources: mem_mb=MEM_TRAIN, runtime=30, gpu=GPU
     conda:
         "../envs/pipeline.yaml"
     script:
