@@ -51,7 +51,7 @@ class EraConfig:
     l1: float = 1e-3  # L1 on the extra neurons' activations at positions outside labeled forget examples
     l1_orig: float = 1e-3  # L1 on the original neurons' activations at routed positions (weighted by strength)
     labeled_fraction: float = 1.0  # share of forget examples whose label routing may use
-    finetune_steps: int = 40  # coherence finetune after ablation (0 = none)
+    finetune_steps: int = 100  # coherence finetune after ablation (0 = none)
     finetune_lr: float = 1e-4  # its constant AdamW learning rate
     undo_alphas: tuple[float, ...] = ()  # noise strengths of ERA + UNDO students (workflow only)
 
