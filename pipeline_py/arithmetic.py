@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .batches import write_jsonl
+from .section import Section, key
 from .evaluation import Evaluator
 from .settings import Metrics
 from .tokenizer import build_tokenizer, save_tokenizer
@@ -44,21 +45,16 @@ TRAIN_TEMPLATES = ("{a}{S}{b}=",) + tuple(
 HELDOUT_TEMPLATES = tuple(PREFIXES[i] + "{a} {W} {b}" + SUFFIXES[j] for i, j in HELDOUT_COMBOS)
 
 
-@dataclass(frozen=True)
-class ArithmeticConfig:
-    add_max: int = 50  # operands of + and - lie in [0, add_max); sub keeps a >= b so answers are >= 0
-    mul_max: int = 20  # operands of * lie in [1, mul_max]; div is (a*b)/b with the same operands
-    eval_fraction: float = 0.2  # share of facts held out for evaluation (by unordered operand pair)
-    attack_fraction: float = 0.25  # share of training renderings kept for the attack instead of pretraining
-    eval_per_op: int = 200  # evaluation problems per operation (subsampled by hash when more exist)
+@dataclass(frozen=True, kw_only=True)
+class ArithmeticConfig(Section):
+    """The arithmetic setting's data: retain + and -, forget * and /."""
 
-    def __post_init__(self):
-        if self.add_max < 2 or self.mul_max < 2:
-            raise ValueError(f"data.add_max and data.mul_max must be >= 2, got {self.add_max}, {self.mul_max}")
-        for key in ("eval_fraction", "attack_fraction"):
-            v = getattr(self, key)
-            if not 0.0 < v < 1.0:
-                raise ValueError(f"data.{key} must lie in (0, 1), got {v}")
+    add_max: int = key(50, "operands of + and - lie in [0, add_max); sub keeps a >= b so answers are >= 0", ge=2)
+    mul_max: int = key(20, "operands of * lie in [1, mul_max]; div is (a*b)/b with the same operands", ge=2)
+    eval_fraction: float = key(0.2, "share of facts held out for evaluation (by unordered operand pair)", gt=0, lt=1)
+    attack_fraction: float = key(0.25, "share of training renderings kept for the attack instead of pretraining",
+                                 gt=0, lt=1)
+    eval_per_op: int = key(200, "evaluation problems per operation (subsampled by hash when more exist)", gt=0)
 
 
 def _unit_hash(*parts) -> float:
@@ -116,7 +112,7 @@ def generate(cfg: ArithmeticConfig, seed: int) -> dict[str, list[dict]]:
 
 def make_data(out_dir: str | Path, data: dict, seed: int) -> dict:
     """Write train/eval/attack JSONL and the character tokenizer into `out_dir`; returns manifest entries."""
-    cfg = ArithmeticConfig(**data)
+    cfg = ArithmeticConfig.from_dict(data, "arithmetic")
     save_tokenizer(build_tokenizer(), Path(out_dir))
     for split, rows in generate(cfg, seed).items():
         write_jsonl(rows, Path(out_dir) / f"{split}.jsonl")

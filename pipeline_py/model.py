@@ -12,25 +12,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .section import Section, key
 
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 80  # set from the tokenizer by the pipeline
-    d_model: int = 128  # residual width
-    n_layers: int = 4  # transformer blocks
-    n_heads: int = 4  # attention heads; must divide d_model
-    d_ff: int = 512  # MLP hidden width (SwiGLU)
-    max_len: int = 128  # longest sequence the rotary table covers
-    rope_theta: float = 10000.0  # rotary base, as in Llama
-    norm_eps: float = 1e-5  # RMSNorm epsilon
 
-    def __post_init__(self):
-        for key in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"model.{key} must be a positive integer, got {v!r}")
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(Section):
+    """The pipeline's tiny Llama (checkpoints load with AutoModelForCausalLM.from_pretrained)."""
+
+    vocab_size: int = key(80, "output classes, set from the tokenizer by the pipeline", gt=0, internal=True)
+    d_model: int = key(128, "residual width", gt=0)
+    n_layers: int = key(4, "transformer blocks", gt=0)
+    n_heads: int = key(4, "attention heads; must divide d_model", gt=0)
+    d_ff: int = key(512, "MLP hidden width (SwiGLU)", gt=0)
+    max_len: int = key(128, "longest sequence the rotary table covers", gt=0)
+    rope_theta: float = key(10000.0, "rotary base, as in Llama", gt=0, internal=True)
+    norm_eps: float = key(1e-5, "RMSNorm epsilon", gt=0, internal=True)
+
+    def check(self):
         if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+            raise ValueError(f"d_model = {self.d_model} is invalid: it must be divisible by n_heads = {self.n_heads}")
 
     def to_hf(self, pad_id: int, bos_id: int, eos_id: int) -> dict:
         """The `config.json` of the equivalent `LlamaForCausalLM`."""

@@ -9,45 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import pandas as pd
 
+from . import study
 from .checkpoint import atomic_path
+from .config import Report
+from .settings import setting_of
 from .robustness import curve_area, robustness_ratio, steps_to_recover
 
 log = logging.getLogger("pipeline_py")
-# results/<setting>/seed<N>/attack/<model>/[<data>_]lr<lr>_s<k>.csv and .../seed<N>/eval/<model>.csv; the
-# leading greedy .* makes the last seed<N>/ of the path count, whatever the results root is called
-_CURVE = re.compile(r".*/seed(\d+)/attack/(.+)/(?:([a-z]+)_)?lr[^/]+\.csv")
-_EVAL = re.compile(r".*/seed(\d+)/eval/(.+)\.csv")
-_MODEL = re.compile(r".*/seed(\d+)/models/(.+)/model\.safetensors")
 KEYS = ["seed", "model"]
 
 
-def _parse(pattern: re.Pattern, path: str) -> re.Match:
-    m = pattern.fullmatch(str(path))
-    if not m:
-        raise ValueError(f"unexpected result path {path}: expected {pattern.pattern}")
-    return m
-
-
 def describe(model: str) -> dict:
-    """Kind, method and alpha of a model id such as 'base/maxent/undo_a0.4_b0.1' or 'oracle/match_fresh'. ERA's
-    ids read alike: 'routed/era' (routed pretraining + ablation) is method 'era' unlearned, 'routed/era/undo_…'
-    its students."""
-    parts = model.split("/")
-    if len(parts) == 1:
-        return {"kind": parts[0], "method": "", "alpha": float("nan")}
-    if parts[0] == "oracle":  # the oracle distilled into another student: 'match_base' or 'match_fresh'
-        return {"kind": "oracle_match", "method": "", "alpha": 1.0 if parts[1].endswith("fresh") else 0.0}
-    if len(parts) == 2:
-        return {"kind": "unlearn", "method": parts[1], "alpha": 0.0}
-    init = parts[2].removeprefix("undo_")
-    if init == "fresh":
-        return {"kind": "unlearn+distill", "method": parts[1], "alpha": 1.0}
-    return {"kind": "undo", "method": parts[1], "alpha": float(init[1:].split("_b")[0])}
+    """Kind, method and alpha of a model id (pipeline_py.study)."""
+    m = study.parse(model)
+    return {"kind": m.kind, "method": m.method, "alpha": m.alpha}
 
 
 def with_description(df: pd.DataFrame) -> pd.DataFrame:
@@ -58,10 +37,10 @@ def load_curves(paths: list[str]) -> pd.DataFrame:
     """All attack curves in one tidy frame: seed, model, data, lr, aseed, step, metric, value."""
     frames = []
     for p in paths:
-        m = _parse(_CURVE, p)
-        df = pd.read_csv(p).rename(columns={"seed": "aseed"}).assign(seed=int(m.group(1)), model=m.group(2))
+        at = study.locate("curve", p)
+        df = pd.read_csv(p).rename(columns={"seed": "aseed"}).assign(seed=at["seed"], model=at["model"])
         if "data" not in df:
-            df["data"] = m.group(3) or "forget"
+            df["data"] = at["data"]
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
@@ -88,9 +67,9 @@ def read_records(paths: list[str]) -> pd.DataFrame:
     """The compute ledger: one row per checkpoint with its stage, counted tokens and FLOPs (from record.json)."""
     rows = []
     for p in paths:
-        m = _parse(_MODEL, p)
+        at = study.locate("ckpt", p)
         rec = json.loads((Path(p).parent / "record.json").read_text())
-        rows.append({"seed": int(m.group(1)), "model": m.group(2), "stage": rec.get("stage", ""),
+        rows.append({"seed": at["seed"], "model": at["model"], "stage": rec.get("stage", ""),
                      **{k: rec.get(k, 0) for k in ("n_params", "trained_tokens", "frozen_tokens", "eval_tokens",
                                                    "steps", "flops", "lineage_flops", "data_examples",
                                                    "labeled_examples", "lineage_labeled_examples")}})
@@ -139,7 +118,7 @@ def _ratios(table: pd.DataFrame, col: str, by: list[str]) -> pd.Series:
     out = []
     for r in table.itertuples():
         at = tuple(getattr(r, k) for k in by)
-        unlearned, oracle = ref.get(at + (f"base/{r.method}",)), ref.get(at + ("oracle",))
+        unlearned, oracle = ref.get(at + (study.parse(r.model).unlearned,)), ref.get(at + ("oracle",))
         out.append(robustness_ratio(getattr(r, col), unlearned, oracle) if r.method and oracle is not None
                    and unlearned is not None else float("nan"))
     return pd.Series(out, index=table.index)
@@ -173,19 +152,16 @@ def seed_means(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return with_description(out.reset_index())
 
 
-def summarize(evals: list[str], curves: list[str], records: list[str], summary: str, models: str, models_mean: str,
-              worst: str, compute: str, budgets: list[int], eval_data: str | None = None,
-              forget_metric: str | None = None, retain_metric: str | None = None,
-              higher_is_better: bool | None = None) -> None:
-    """Stage: every model's evaluation, attack curves and compute records → the tables the figures read.
-    Metric names and direction left None are the setting's (read from `eval_data`'s manifest)."""
-    if None in (forget_metric, retain_metric, higher_is_better):
-        from .settings import get_setting, setting_of
-
-        m = (setting_of(eval_data) if eval_data else get_setting("arithmetic")).METRICS
-        forget_metric, retain_metric = forget_metric or m.forget, retain_metric or m.retain
-        higher_is_better = m.higher_is_better if higher_is_better is None else higher_is_better
-    ev = pd.concat([pd.read_csv(p).assign(seed=int(_parse(_EVAL, p).group(1))) for p in evals], ignore_index=True)
+def summarize(evals: list[str], curves: list[str], records: list[str], eval_data: str, summary: str, models: str,
+              models_mean: str, worst: str, compute: str, cfg: Report) -> None:
+    """Stage: every model's evaluation, attack curves and compute records -> the tables the figures read.
+    Metric names and direction the report section leaves null are the setting's (read from `eval_data`'s
+    manifest)."""
+    m = setting_of(eval_data).METRICS
+    forget_metric, retain_metric = cfg.forget_metric or m.forget, cfg.retain_metric or m.retain
+    higher_is_better = m.higher_is_better if cfg.higher_is_better is None else cfg.higher_is_better
+    budgets = cfg.budgets
+    ev = pd.concat([pd.read_csv(p).assign(seed=study.locate("evaluation", p)["seed"]) for p in evals], ignore_index=True)
     before = ev[ev.phase == "before"].pivot_table(index=KEYS, columns="metric", values="value")
     for metric in (forget_metric, retain_metric):
         if metric not in before:

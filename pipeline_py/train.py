@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from .section import Section, key
+
 if TYPE_CHECKING:
     from .resume import Resume
 
@@ -20,31 +22,23 @@ SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("bf16", "fp32", "auto")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int  # optimizer steps (an upper bound when a check callback stops early)
-    lr: float  # peak learning rate of AdamW
-    batch_size: int = 32  # sequences per step
-    seq_len: int = 64  # tokens per packed sequence
-    warmup: int = 0  # linear warm-up steps
-    schedule: str = "cosine"  # 'cosine' decays towards min_lr_ratio·lr over `steps`; 'constant' keeps lr
-    min_lr_ratio: float = 0.1  # floor of the cosine schedule
-    weight_decay: float = 0.0  # AdamW decoupled weight decay (matrices only)
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    log_every: int = 100  # steps between progress lines
-    save_every: int = 0  # steps between resume states (pipeline_py.resume); 0 = none
-    grad_accum: int = 1  # micro-batches of `batch_size` whose gradients add up to one optimizer step
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Section):
+    """A training run of the one loop: its length, optimiser and batches."""
 
-    def __post_init__(self):
-        for key in ("steps", "batch_size", "seq_len", "grad_accum"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
-        if not isinstance(self.save_every, int) or self.save_every < 0:
-            raise ValueError(f"save_every must be an integer >= 0 (0 = no resume states), got {self.save_every!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+    steps: int = key(doc="optimizer steps (an upper bound when a stop rule ends training early)", gt=0)
+    lr: float = key(doc="peak AdamW learning rate", gt=0)
+    batch_size: int = key(32, "sequences per step", gt=0)
+    seq_len: int = key(64, "tokens per packed sequence", gt=0)
+    warmup: int = key(0, "linear warm-up steps", ge=0)
+    schedule: str = key("cosine", "'cosine' decays towards min_lr_ratio * lr over the steps; 'constant' keeps lr",
+                        choices=SCHEDULES)
+    min_lr_ratio: float = key(0.1, "floor of the cosine schedule, as a share of lr", ge=0, le=1)
+    weight_decay: float = key(0.0, "AdamW decoupled weight decay (matrices only)", ge=0)
+    grad_clip: float = key(1.0, "max global gradient norm; 0 disables clipping", ge=0)
+    log_every: int = key(100, "steps between progress lines in the log", gt=0)
+    save_every: int = key(0, "steps between resume states (a killed job continues from the last); 0 = none", ge=0)
+    grad_accum: int = key(1, "micro-batches of batch_size whose gradients make one optimizer step", gt=0)
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:

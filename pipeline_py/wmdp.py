@@ -88,7 +88,7 @@ def make_data(out_dir: str | Path, data: dict, seed: int) -> dict:
             log.info("make_data: %s (%s %s) %d documents", c.op, c.path, c.subset or "", len(docs[(c.op, forget)]))
     for split, rows in split_rows(cfg, tok, docs, seed).items():
         write_jsonl(rows, out / f"{split}.jsonl")
-    (out / LM_EVAL_FILE).write_text(json.dumps({**cfg.lm_eval, "eval_batch_size": cfg.eval_batch_size}, indent=2))
+    (out / LM_EVAL_FILE).write_text(json.dumps({**cfg.lm_eval.to_dict(), "eval_batch_size": cfg.eval_batch_size}, indent=2))
     return {"config": asdict(cfg)}
 
 

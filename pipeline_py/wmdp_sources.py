@@ -8,8 +8,10 @@ gated, misspelled or missing) and how to provide it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
+
+from .section import Section, key
 
 LOCAL_BUILDERS = ("json", "csv", "text", "parquet")  # `datasets` builders that read `data_files`
 
@@ -18,34 +20,23 @@ def _fail(key: str, value, allowed: str) -> None:
     raise ValueError(f"{key} = {value!r} is invalid: it must be {allowed}")
 
 
-@dataclass(frozen=True)
-class Corpus:
+@dataclass(frozen=True, kw_only=True)
+class Corpus(Section):
     """One text corpus, loaded with `datasets.load_dataset(path, subset, split=split, data_files=...)`."""
 
-    op: str  # group label of its rows (per-group CE, balanced batches), e.g. "bio", "cyber", "wikitext"
-    path: str  # hub data set id (e.g. cais/wmdp-corpora) or a local builder (json) with data_files
-    subset: str | None = None  # the data set's configuration, e.g. cyber-forget-corpus
-    split: str = "train"
-    text_field: str = "text"  # column holding the document text
-    data_files: str | list[str] | None = None  # local files for path: json
-    max_docs: int | None = None  # read at most this many documents (None: all)
+    op: str = key(doc="group label of its rows (per-group CE, balanced batches), e.g. bio, cyber, wikitext",
+                  pattern="[a-z][a-z0-9_]*")
+    path: str = key(doc="hub data set id (e.g. cais/wmdp-corpora) or a local builder (json) with data_files",
+                    pattern=".+")
+    subset: str | None = key(None, "the data set's configuration, e.g. cyber-forget-corpus")
+    split: str = key("train", "the data set's split")
+    text_field: str = key("text", "column holding the document text")
+    data_files: str | list[str] | None = key(None, "local files for path: json")
+    max_docs: int | None = key(None, "read at most this many documents (null: all)", gt=0)
 
-    @classmethod
-    def parse(cls, key: str, raw: dict) -> "Corpus":
-        if not isinstance(raw, dict):
-            _fail(key, raw, "a mapping with keys op, path and optionally subset, split, text_field, data_files, max_docs")
-        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
-        if unknown:
-            _fail(f"{key}: keys {unknown}", raw, f"keys among {[f.name for f in fields(cls)]}")
-        for k in ("op", "path"):
-            if not isinstance(raw.get(k), str) or not raw[k]:
-                _fail(f"{key}.{k}", raw.get(k), "a non-empty string")
-        if raw["path"] in LOCAL_BUILDERS and not raw.get("data_files"):
-            _fail(f"{key}.data_files", raw.get("data_files"), f"a file (or list) when path is {raw['path']!r}")
-        md = raw.get("max_docs")
-        if md is not None and (not isinstance(md, int) or isinstance(md, bool) or md <= 0):
-            _fail(f"{key}.max_docs", md, "a positive integer or null")
-        return cls(**raw)
+    def check(self):
+        if self.path in LOCAL_BUILDERS and not self.data_files:
+            _fail("data_files", self.data_files, f"a file (or list) when path is {self.path!r}")
 
     def load(self) -> list[str]:
         """The non-empty document texts, in the data set's order."""
@@ -60,76 +51,60 @@ class Corpus:
         return [t for t in ds[self.text_field] if isinstance(t, str) and t.strip()]
 
 
-@dataclass(frozen=True)
-class WmdpConfig:
-    base: str  # the pretrained model: hub id (google/gemma-2-2b) or a local directory
-    forget: tuple[Corpus, ...]  # hazardous-knowledge corpora (WMDP bio and cyber forget corpora)
-    retain: tuple[Corpus, ...]  # general text (wikitext); with forget, the distillation mixture
-    oracle: str | None = None  # optional reference model that never saw the forget data
-    revision: str | None = None  # hub revision of base and oracle (None: main)
-    pretrain_tokens: float = 0.0  # tokens the named models were pretrained on (FLOPs of the lineage)
-    chunk_tokens: int = 256  # documents are cut into pieces of at most this many tokens
-    eval_fraction: float = 0.1  # share of documents held out for forget/retain CE
-    attack_fraction: float = 0.2  # share of forget documents kept for the attacker only
-    eval_per_op: int = 64  # CE evaluation chunks per corpus
-    eval_batch_size: int = 8  # sequences per forward pass when measuring CE
-    lm_eval: dict = field(default_factory=dict)  # see LmEvalConfig
-    resources: dict = field(default_factory=dict)  # Snakemake resources of the GPU jobs (read by the rules)
+@dataclass(frozen=True, kw_only=True)
+class LmEvalConfig(Section):
+    """What lm-eval-harness scores: forget tasks (WMDP) and retain tasks (MMLU)."""
+
+    forget_tasks: dict[str, str] = key({"wmdp_bio": "wmdp_bio", "wmdp_cyber": "wmdp_cyber"},
+                                       "metric name -> lm-eval task; accuracy, lower is better, 25 % is chance",
+                                       nonempty=True)
+    retain_tasks: dict[str, str] = key({"mmlu": "mmlu"}, "metric name -> lm-eval task (utility)", nonempty=True)
+    limit: int | None = key(None, "questions per task (per MMLU subject); null: all", gt=0)
+    batch_size: int = key(8, "lm-eval's batch of loglikelihood requests", gt=0)
+    include_path: str | None = key(None, "directory of extra task YAMLs (local stand-ins)")
+    builtin_tasks: bool = key(True, "index lm-eval's own tasks (about a minute); false when include_path has all")
+
+    def check(self):
+        if self.include_path is not None and not Path(self.include_path).is_dir():
+            _fail("include_path", self.include_path, "an existing directory of task YAML files")
+        if not self.builtin_tasks and self.include_path is None:
+            _fail("builtin_tasks", False, "true unless include_path holds every task")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources(Section):
+    """Memory and wall time of every job that holds the pretrained model (GPUs come from cluster.gpu)."""
+
+    mem_mb: int | None = key(None, "memory per job in MB", gt=0)
+    runtime: int | None = key(None, "wall time per job in minutes", gt=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WmdpConfig(Section):
+    """The wmdp setting: a pretrained Hugging Face model, WMDP corpora, lm-eval scores."""
+
+    base: str = key(doc="the pretrained model: hub id (google/gemma-2-2b) or a local directory", pattern=".+")
+    forget: list[Corpus] = key(doc="hazardous-knowledge corpora (WMDP bio and cyber forget corpora)", nonempty=True)
+    retain: list[Corpus] = key(doc="general text (wikitext); with forget, the distillation mixture", nonempty=True)
+    oracle: str | None = key(None, "optional reference model that never saw the forget data")
+    revision: str | None = key(None, "hub revision of base and oracle (null: main)")
+    pretrain_tokens: float = key(0.0, "tokens the named models were pretrained on (FLOPs of the lineage)", ge=0)
+    chunk_tokens: int = key(256, "documents are cut into pieces of at most this many tokens", gt=0)
+    eval_fraction: float = key(0.1, "share of documents held out for forget/retain CE", gt=0, lt=0.5)
+    attack_fraction: float = key(0.2, "share of forget documents kept for the attacker only", gt=0, lt=0.5)
+    eval_per_op: int = key(64, "CE evaluation chunks per corpus", gt=0)
+    eval_batch_size: int = key(8, "sequences per forward pass when measuring CE", gt=0)
+    lm_eval: LmEvalConfig = key(LmEvalConfig(), "the lm-eval evaluation")
+    resources: Resources = key(Resources(), "Snakemake resources of the jobs that hold the model")
+
+    def check(self):
+        ops = [c.op for c in tuple(self.forget) + tuple(self.retain)]
+        if len(set(ops)) != len(ops):
+            _fail("forget/retain op labels", ops, "distinct")
 
     @classmethod
     def parse(cls, raw: dict) -> "WmdpConfig":
-        raw = dict(raw)
-        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
-        if unknown:
-            _fail(f"wmdp: keys {unknown}", unknown, f"keys among {[f.name for f in fields(cls)]}")
-        if not isinstance(raw.get("base"), str) or not raw["base"]:
-            _fail("wmdp.base", raw.get("base"), "a Hugging Face model id or a local model directory")
-        for side in ("forget", "retain"):
-            items = raw.get(side)
-            if not isinstance(items, list) or not items:
-                _fail(f"wmdp.{side}", items, "a non-empty list of corpora")
-            raw[side] = tuple(Corpus.parse(f"wmdp.{side}[{i}]", c) for i, c in enumerate(items))
-        ops = [c.op for c in raw["forget"] + raw["retain"]]
-        if len(set(ops)) != len(ops):
-            _fail("wmdp.forget/retain op labels", ops, "distinct")
-        raw["lm_eval"] = LmEvalConfig.parse(raw.get("lm_eval") or {}).__dict__
-        cfg = cls(**raw)
-        for k in ("eval_fraction", "attack_fraction"):
-            if not 0.0 < getattr(cfg, k) < 0.5:
-                _fail(f"wmdp.{k}", getattr(cfg, k), "a number in (0, 0.5)")
-        for k in ("chunk_tokens", "eval_per_op", "eval_batch_size"):
-            v = getattr(cfg, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                _fail(f"wmdp.{k}", v, "a positive integer")
-        return cfg
-
-
-@dataclass(frozen=True)
-class LmEvalConfig:
-    forget_tasks: dict = field(default_factory=lambda: {"wmdp_bio": "wmdp_bio", "wmdp_cyber": "wmdp_cyber"})
-    retain_tasks: dict = field(default_factory=lambda: {"mmlu": "mmlu"})  # metric name -> lm-eval task
-    limit: int | None = None  # questions per task (per MMLU subject); None: all
-    batch_size: int = 8  # lm-eval's batch of loglikelihood requests
-    include_path: str | None = None  # directory of extra task YAMLs (the tests' local stand-ins)
-    builtin_tasks: bool = True  # index lm-eval's own tasks (slow: about a minute); false when include_path has all
-
-    @classmethod
-    def parse(cls, raw: dict) -> "LmEvalConfig":
-        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
-        if unknown:
-            _fail(f"wmdp.lm_eval: keys {unknown}", unknown, f"keys among {[f.name for f in fields(cls)]}")
-        cfg = cls(**raw)
-        for k in ("forget_tasks", "retain_tasks"):
-            v = getattr(cfg, k)
-            if not isinstance(v, dict) or not v or not all(isinstance(t, str) for t in v.values()):
-                _fail(f"wmdp.lm_eval.{k}", v, "a non-empty mapping metric name -> lm-eval task name")
-        if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit <= 0):
-            _fail("wmdp.lm_eval.limit", cfg.limit, "a positive integer or null (all questions)")
-        if cfg.include_path is not None and not Path(cfg.include_path).is_dir():
-            _fail("wmdp.lm_eval.include_path", cfg.include_path, "an existing directory of task YAML files")
-        if not cfg.builtin_tasks and cfg.include_path is None:
-            _fail("wmdp.lm_eval.builtin_tasks", False, "true unless include_path holds every task")
-        return cfg
+        return cls.from_dict(raw, "wmdp")
 
 
 # ---------------------------------------------------------------------------------- load checks

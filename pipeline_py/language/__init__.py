@@ -12,12 +12,13 @@ work on it unchanged.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ..batches import write_jsonl
+from ..section import Section, key
 from ..settings import Metrics
 from ..tokenizer import SPECIALS, save_tokenizer
 from .clean import is_hangul, keep_paragraph
@@ -28,37 +29,32 @@ METRICS = Metrics(retain="ce_retain", forget="ce_forget", higher_is_better=False
 LANGS = {"en": False, "ko": True}  # language -> is forget
 
 
-@dataclass(frozen=True)
-class LanguageConfig:
-    source: str = "debian-docs"  # one of SOURCES
-    cache_dir: str = "results/cache/debian-docs"  # debian-docs: downloaded .deb files and their unpacked trees
-    packages: list[str] = field(default_factory=list)  # debian-docs: subset of packages (empty: all)
-    max_tokens: int = 2_000_000  # fineweb: estimated tokens streamed per language
-    retain_files: list[str] = field(default_factory=list)  # files: English (retain) text files
-    forget_files: list[str] = field(default_factory=list)  # files: Korean (forget) text files
-    script_fraction: float = 0.6  # a paragraph is kept if this share of its letters is in its language's script
-    min_chars: int = 20  # shorter paragraphs (menu labels, headings) are dropped
-    eval_fraction: float = 0.05  # documents held out for evaluation
-    attack_fraction: float = 0.1  # Korean documents reserved for the attacker (never pretrained on)
-    vocab_size: int = 4096  # byte-level BPE vocabulary, special tokens included
-    chunk_tokens: int = 126  # tokens per row at most; BOS + chunk + EOS must fit the model's max_len
-    eval_chunks: int = 64  # evaluation chunks per language (subsampled by hash): cost of each evaluation
+@dataclass(frozen=True, kw_only=True)
+class LanguageConfig(Section):
+    """The language setting's data: retain English, forget Korean."""
 
-    def __post_init__(self):
-        if self.source not in SOURCES:
-            raise ValueError(f"data.source: unknown source {self.source!r}; allowed: {list(SOURCES)}")
-        for key in ("eval_fraction", "attack_fraction", "script_fraction"):
-            v = getattr(self, key)
-            if not 0.0 < v < 1.0:
-                raise ValueError(f"data.{key} must lie in (0, 1), got {v}")
+    source: str = key("debian-docs", "where the text comes from: Debian's documentation packages (offline once "
+                      "cached), FineWeb (network) or local files", choices=tuple(SOURCES))
+    cache_dir: str = key("results/cache/debian-docs", "debian-docs: downloaded .deb files and their unpacked trees")
+    packages: list[str] = key([], "debian-docs: subset of packages (empty: all)")
+    max_tokens: int = key(2_000_000, "fineweb: estimated tokens streamed per language", gt=0)
+    retain_files: list[str] = key([], "files: English (retain) text files")
+    forget_files: list[str] = key([], "files: Korean (forget) text files")
+    script_fraction: float = key(0.6, "a paragraph is kept if this share of its letters is in its language's script",
+                                 gt=0, lt=1)
+    min_chars: int = key(20, "shorter paragraphs (menu labels, headings) are dropped", gt=0)
+    eval_fraction: float = key(0.05, "documents held out for evaluation", gt=0, lt=1)
+    attack_fraction: float = key(0.1, "Korean documents reserved for the attacker (never pretrained on)", gt=0, lt=1)
+    vocab_size: int = key(4096, "byte-level BPE vocabulary, special tokens included (256 bytes + specials + merges)",
+                          ge=300)
+    chunk_tokens: int = key(126, "tokens per row at most; BOS + chunk + EOS must fit the model's max_len", gt=0)
+    eval_chunks: int = key(64, "evaluation chunks per language (subsampled by hash): the cost of each evaluation",
+                           gt=0)
+
+    def check(self):
         if self.eval_fraction + self.attack_fraction >= 1.0:
-            raise ValueError(f"data.eval_fraction + data.attack_fraction must be < 1, got "
-                             f"{self.eval_fraction} + {self.attack_fraction}")
-        if self.vocab_size < 300:
-            raise ValueError(f"data.vocab_size must be >= 300 (256 bytes + specials + merges), got {self.vocab_size}")
-        for key in ("chunk_tokens", "eval_chunks", "max_tokens", "min_chars"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"data.{key} must be a positive integer, got {getattr(self, key)}")
+            raise ValueError(f"eval_fraction + attack_fraction = {self.eval_fraction} + {self.attack_fraction} is "
+                             "invalid: it must be < 1")
 
 
 def unit_hash(*parts) -> float:
@@ -135,7 +131,7 @@ def fit(tok: Tokenizer, text: str, max_tokens: int) -> list[str]:
 
 def make_data(out_dir: str | Path, data: dict, seed: int) -> dict:
     """Documents -> filtered paragraphs -> hashed splits -> BPE on train -> chunk rows; returns manifest entries."""
-    cfg = LanguageConfig(**data)
+    cfg = LanguageConfig.from_dict(data, "language")
     docs, extra = load_documents(cfg)
     by_split: dict[str, list[dict]] = {"train": [], "eval": [], "attack": []}
     for d in docs:

@@ -31,9 +31,9 @@ def get_method(name: str, params: dict | None = None) -> UnlearnMethod:
     params = dict(params or {})
     kind = params.pop("method", name)
     if kind not in available():
-        where = f"unlearn.methods.{name}.method" if kind != name else "unlearn.methods"
+        where = f"unlearn.hparams.{name}.method" if kind != name else f"unlearn.hparams.{name}"
         raise ValueError(f"{where}: unknown method {kind!r}; available: {available()}")
     try:
         return REGISTRY[kind].from_params(params)
     except ValueError as e:  # name the config entry, not the module, in the message
-        raise ValueError(str(e).replace(f"unlearn.methods.{kind}", f"unlearn.methods.{name}")) from None
+        raise ValueError(str(e).replace(f"unlearn.hparams.{kind}", f"unlearn.hparams.{name}")) from None

@@ -77,7 +77,7 @@ class UnlearnMethod:
     def check(self, key: str, ok: bool, allowed: str) -> None:
         """Refuse a hyperparameter, naming its config key, its value and what is allowed."""
         if not ok:
-            raise ValueError(f"unlearn.methods.{self.name}.{key} = {getattr(self, key)!r} is invalid: "
+            raise ValueError(f"unlearn.hparams.{self.name}.{key} = {getattr(self, key)!r} is invalid: "
                              f"it must be {allowed}")
 
     @classmethod
@@ -85,7 +85,7 @@ class UnlearnMethod:
         allowed = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - allowed)
         if unknown:
-            raise ValueError(f"unlearn.methods.{cls.name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+            raise ValueError(f"unlearn.hparams.{cls.name}: unknown keys {unknown}; allowed: {sorted(allowed)}")
         return cls(**params)
 
     @property

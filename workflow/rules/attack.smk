@@ -5,46 +5,39 @@ rule relearn:
         retain=rules.make_data.output.train,
         eval_data=rules.make_data.output.eval_data,
     output:
-        out=f"{S}/attack/{{model}}/{{adata}}_lr{{lr}}_s{{aseed}}.csv",
+        out=study.curve(R),
     log:
         f"{S}/logs/relearn/{{model}}/{{adata}}_lr{{lr}}_s{{aseed}}.log",
     params:
-        stage="relearn",
+        call="pipeline_py.stages.attack.relearn",
+        cfg=section("attack"),
         data=lambda w: w.adata,
         lr=lambda w: float(w.lr),
         seed=lambda w: int(w.aseed),
-        **{k: config["attack"][k] for k in ("steps", "eval_every", "batch_size", "seq_len", "mix_forget_fraction")},
-        precision=config["precision"],
-        device=config["device"],
-        threads=torch_threads,
+        runtime=runtime,
     threads: ONE_CPU
     resources: **job_resources(MEM_TRAIN, 30, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"
 
 
 rule evaluate:
     input:
         model=ckpt("{model}"),
         eval_data=rules.make_data.output.eval_data,
-        curves=lambda w: attack_curves(w.seed, w.model),
     output:
-        out=f"{S}/eval/{{model}}.csv",
+        out=study.evaluation(R),
     log:
         f"{S}/logs/evaluate/{{model}}.log",
     params:
-        stage="evaluate",
+        call="pipeline_py.stages.attack.evaluate",
         name=lambda w: w.model,
-        forget_metric=config["report"].get("forget_metric"),
-        higher_is_better=config["report"].get("higher_is_better"),
-        precision=config["precision"],
-        device=config["device"],
-        threads=torch_threads,
+        runtime=runtime,
     threads: ONE_CPU
-    resources: **job_resources(MEM_SMALL, 15, GPU if WMDP else None)  # lm-eval runs a pretrained model
+    resources: **job_resources(MEM_SMALL, 15, GPU if STUDY.setting == "wmdp" else None)  # lm-eval runs the model
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"

@@ -7,17 +7,16 @@ rule make_data:
     log:
         f"{S}/logs/make_data.log",
     params:
-        stage="make_data",
-        out_dir=lambda w, output: os.path.dirname(output.train),
-        data=setting_data(),
+        call="pipeline_py.stages.data.make_data",
+        data=config[STUDY.setting],
+        setting=STUDY.setting,
         seed=lambda w: int(w.seed),
-        setting=config["setting"],
     threads: ONE_CPU
     resources: **job_resources(MEM_SMALL, 10)
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"
 
 
 rule filter_data:
@@ -30,12 +29,12 @@ rule filter_data:
     log:
         f"{S}/logs/filter_data.log",
     params:
-        stage="filter_data",
-        n_labeled=config["filter"]["n_labeled"],
+        call="pipeline_py.stages.data.filter_data",
+        cfg=section("filter"),
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
     resources: mem_mb=MEM_SMALL, runtime=10
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"

@@ -6,16 +6,15 @@ rule noise:
     log:
         f"{S}/logs/noise_{{root}}_{{method}}_{{init}}.log",
     params:
-        stage="noise",
-        alpha=lambda w: None if w.init == "fresh" else float(w.init[1:].split("_b")[0]),
-        beta=config["noise"]["beta"],
+        call="pipeline_py.stages.distill.noise",
+        init=lambda w: w.init,
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
     resources: **job_resources(MEM_SMALL, 10)
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"
 
 
 rule distill:
@@ -31,17 +30,13 @@ rule distill:
     benchmark:
         f"{S}/benchmarks/distill_{{root}}_{{method}}_{{init}}.tsv"
     params:
-        stage="distill",
-        train_cfg={k: v for k, v in config["distill"].items() if k not in ("stop_within", "check_every")},
-        stop_within=config["distill"]["stop_within"],
-        check_every=config["distill"]["check_every"],
-        precision=config["precision"],
-        device=config["device"],
+        call="pipeline_py.stages.distill.distill",
+        cfg=section("distill"),
+        runtime=runtime,
         seed=lambda w: int(w.seed),
-        threads=torch_threads,
     threads: HALF
     resources: **job_resources(MEM_TRAIN, 60, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"

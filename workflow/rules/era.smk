@@ -1,4 +1,6 @@
-ABLATE_KEYS = ("finetune_steps", "finetune_lr")  # the era keys only ablate reads (others: pretrain_routed)
+# ERA (gradient routing): a routed pretraining with the base's recipe, then ablation of the extra neurons.
+# Each rule gets only the era keys it reads, so changing the finetune reruns only what follows ablate.
+ROUTING_KEYS = [k for k in (config.get("era") or {}) if k not in ("finetune_steps", "finetune_lr", "undo_alphas")]
 
 
 rule pretrain_routed:
@@ -12,20 +14,18 @@ rule pretrain_routed:
     benchmark:
         f"{S}/benchmarks/pretrain_routed.tsv"
     params:
-        stage="pretrain_routed",
-        model=config["model"],
-        train_cfg=config["pretrain"],
-        era={k: v for k, v in ERA.items() if k not in ABLATE_KEYS + ("undo_alphas",)},
-        precision=config["precision"],
-        device=config["device"],
+        call="pipeline_py.stages.era.pretrain_routed",
+        model=section("model"),
+        train_cfg=section("pretrain"),
+        era={k: v for k, v in (config.get("era") or {}).items() if k in ROUTING_KEYS},
+        runtime=runtime,
         seed=lambda w: int(w.seed),
-        threads=torch_threads,
     threads: HALF
     resources: mem_mb=MEM_TRAIN, runtime=60, gpu=GPU
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"
 
 
 rule ablate:
@@ -39,15 +39,13 @@ rule ablate:
     benchmark:
         f"{S}/benchmarks/ablate.tsv"
     params:
-        stage="ablate",
-        era={k: v for k, v in ERA.items() if k in ABLATE_KEYS},
-        precision=config["precision"],
-        device=config["device"],
+        call="pipeline_py.stages.era.ablate",
+        era={k: v for k, v in (config.get("era") or {}).items() if k in ("finetune_steps", "finetune_lr")},
+        runtime=runtime,
         seed=lambda w: int(w.seed),
-        threads=torch_threads,
     threads: ONE_CPU
     resources: mem_mb=MEM_TRAIN, runtime=30, gpu=GPU
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"

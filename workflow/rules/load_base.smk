@@ -7,17 +7,17 @@ rule load_base:
     log:
         f"{S}/logs/load_base.log",
     params:
-        stage="load_base",
-        name=config["wmdp"]["base"],
-        revision=config["wmdp"].get("revision"),
-        pretrain_tokens=config["wmdp"].get("pretrain_tokens", 0.0),
+        call="pipeline_py.wmdp.load_base",
+        name=STUDY.wmdp.base,
+        revision=STUDY.wmdp.revision,
+        pretrain_tokens=STUDY.wmdp.pretrain_tokens,
         role="base",
     threads: ONE_CPU
     resources: **job_resources(MEM_TRAIN, 60)
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"
 
 
 use rule load_base as load_oracle with:
@@ -26,8 +26,8 @@ use rule load_base as load_oracle with:
     log:
         f"{S}/logs/load_oracle.log",
     params:
-        stage="load_base",
-        name=config["wmdp"].get("oracle"),
-        revision=config["wmdp"].get("revision"),
-        pretrain_tokens=config["wmdp"].get("pretrain_tokens", 0.0),
+        call="pipeline_py.wmdp.load_base",
+        name=STUDY.wmdp.oracle,
+        revision=STUDY.wmdp.revision,
+        pretrain_tokens=STUDY.wmdp.pretrain_tokens,
         role="oracle",

@@ -9,19 +9,17 @@ rule pretrain:
     benchmark:
         f"{S}/benchmarks/pretrain.tsv"
     params:
-        stage="pretrain",
-        model=config["model"],
-        train_cfg=config["pretrain"],
-        precision=config["precision"],
-        device=config["device"],
+        call="pipeline_py.stages.pretrain.pretrain",
+        model=section("model"),
+        train_cfg=section("pretrain"),
+        runtime=runtime,
         seed=lambda w: int(w.seed),
-        threads=torch_threads,
     threads: HALF
     resources: mem_mb=MEM_TRAIN, runtime=60, gpu=GPU
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"
 
 
 use rule pretrain as pretrain_oracle with:

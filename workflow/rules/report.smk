@@ -1,9 +1,9 @@
 rule summarize:
     input:
-        evals=expand(f"{S}/eval/{{model}}.csv", seed=config["seeds"], model=models()),
-        curves=[c for seed in config["seeds"] for c in attack_curves(seed, models())],
-        records=expand(ckpt("{model}"), seed=config["seeds"], model=checkpoints()),
-        eval_data=expand(rules.make_data.output.eval_data, seed=config["seeds"][0])[0],
+        evals=[study.evaluation(R, m, s) for s in STUDY.seeds for m in MODELS],
+        curves=[c for s in STUDY.seeds for m in MODELS for c in curves(s, m)],
+        records=[ckpt(m).format(seed=s) for s in STUDY.seeds for m in study.checkpoints(STUDY)],
+        eval_data=rules.make_data.output.eval_data.format(seed=STUDY.seeds[0]),
     output:
         summary=report(f"{R}/summary.csv", caption="../report/summary.rst", category="Tables"),
         models=report(f"{R}/models.csv", caption="../report/models.rst", category="Tables"),
@@ -13,13 +13,13 @@ rule summarize:
     log:
         f"{R}/logs/summarize.log",
     params:
-        stage="summarize",
-        **config["report"],
+        call="pipeline_py.report.summarize",
+        cfg=section("report"),
     localrule: True
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"
 
 
 rule pareto_plot:
@@ -37,9 +37,9 @@ rule pareto_plot:
     log:
         f"{R}/logs/pareto_plot.log",
     params:
-        stage="pareto_plot",
+        call="pipeline_py.figures.pareto_plot",
     localrule: True
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"

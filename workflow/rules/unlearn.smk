@@ -10,17 +10,14 @@ rule unlearn:
     benchmark:
         f"{S}/benchmarks/unlearn_{{method}}.tsv"
     params:
-        stage="unlearn",
+        call="pipeline_py.stages.unlearn.unlearn",
         method=lambda w: w.method,
-        params=lambda w: config["unlearn"]["methods"][w.method],
-        batch_size=config["unlearn"]["batch_size"],
-        precision=config["precision"],
-        device=config["device"],
+        cfg=lambda w: section("unlearn", methods=[w.method], hparams={w.method: STUDY.unlearn.hparams[w.method]}),
+        runtime=runtime,
         seed=lambda w: int(w.seed),
-        threads=torch_threads,
     threads: ONE_CPU
     resources: **job_resources(MEM_TRAIN, 30, GPU)
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/stage.py"
+        "../scripts/call.py"

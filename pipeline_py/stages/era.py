@@ -15,27 +15,35 @@ from pathlib import Path
 
 import torch
 
-from .batches import PackedStream, read_jsonl
-from .checkpoint import make_record, save_checkpoint
-from .losses import token_ce
-from .model import ModelConfig
-from .resume import Resume
-from .routing import EraConfig, RoutedLM, RoutedStream, load_routed, route_weights, save_routed, targets
-from .tokenizer import load_tokenizer
-from .train import TrainConfig, setup_runtime, train
+from ..batches import PackedStream, read_jsonl
+from ..checkpoint import make_record, save_checkpoint
+from ..config import Runtime
+from ..losses import token_ce
+from ..model import ModelConfig
+from ..resume import Resume
+from ..routing import EraConfig, RoutedLM, RoutedStream, load_routed, route_weights, save_routed, targets
+from ..tokenizer import load_tokenizer
+from ..train import TrainConfig, setup_runtime, train
+from .pretrain import lm_loss
 
 log = logging.getLogger("pipeline_py")
+ABLATE_KEYS = ("finetune_steps", "finetune_lr")  # the era keys only ablate reads (undo_alphas: the workflow's)
 
 
-def pretrain_routed(data: str, out: str, model: dict, train_cfg: dict, era: dict, precision: str = "bf16",
-                    seed: int = 0, threads: int = 1, device: str = "auto") -> None:
+def routing_keys(ec: EraConfig) -> dict:
+    """The era keys the routed pretraining reads."""
+    return {k: v for k, v in ec.to_dict().items() if k not in ABLATE_KEYS + ("undo_alphas",)}
+
+
+def pretrain_routed(data: str, tokenizer: str, out: str, model: ModelConfig, train_cfg: TrainConfig, era: EraConfig,
+                    runtime: Runtime, seed: int) -> None:
     """Pretrain the expanded model on the base's data with per-token routed gradients and the specialising
     L1 penalties (extra neurons outside labeled forget examples, original neurons at routed positions)."""
-    dev = setup_runtime(threads, device)
-    ec = EraConfig.from_dict(era)
-    tok = load_tokenizer(Path(data).parent)
-    cfg, tc = ModelConfig(vocab_size=tok.get_vocab_size(), **model), TrainConfig(**train_cfg)
-    tc = dataclasses.replace(tc, steps=max(1, round(tc.steps * ec.steps_factor)))
+    ec, precision = era, runtime.precision
+    dev = setup_runtime(runtime.threads, runtime.device)
+    tok = load_tokenizer(Path(tokenizer).parent)
+    cfg = dataclasses.replace(model, vocab_size=tok.get_vocab_size())
+    tc = dataclasses.replace(train_cfg, steps=max(1, round(train_cfg.steps * ec.steps_factor)))
     torch.manual_seed(seed)
     net = RoutedLM(cfg, ec.layers, ec.extra).to(dev)
     rows = read_jsonl(data)
@@ -56,17 +64,16 @@ def pretrain_routed(data: str, out: str, model: dict, train_cfg: dict, era: dict
                                era=ec, precision=precision, seed=seed)
     train(net, loss, tc, "pretrain_routed", precision, dev, resume=resume)
     rec = make_record("pretrain_routed", net, None, stream.tokens_seen, labeled_examples=int(stream.labeled.sum()),
-                      data=data, data_examples=len(rows), era=era, routed_tokens=stream.routed_tokens)
-    save_routed(net, Path(data).parent, out, rec)
+                      data=data, data_examples=len(rows), era=routing_keys(ec), routed_tokens=stream.routed_tokens)
+    save_routed(net, Path(tokenizer).parent, out, rec)
     resume.clear()
 
 
-def ablate(routed: str, retain: str, out: str, era: dict, precision: str = "bf16", seed: int = 0,
-           threads: int = 1, device: str = "auto") -> None:
+def ablate(routed: str, retain: str, out: str, era: EraConfig, runtime: Runtime, seed: int) -> None:
     """Remove the extra neurons (input and output weights), then finetune `era.finetune_steps` steps on the
     labeled retain examples (packed, loss on every token) to restore coherence."""
-    dev = setup_runtime(threads, device)
-    ec = EraConfig.from_dict(era)
+    ec, precision = era, runtime.precision
+    dev = setup_runtime(runtime.threads, runtime.device)
     routed_net, parent = load_routed(routed)
     net = routed_net.ablate().to(dev)
     del routed_net
@@ -77,12 +84,9 @@ def ablate(routed: str, retain: str, out: str, era: dict, precision: str = "bf16
     stream = PackedStream(tok, retain_rows, tc.batch_size, tc.seq_len, seed)
     steps = 0
     if ec.finetune_steps:
-        steps = train(net, lambda: _lm_loss(net, next(stream), dev), tc, "ablate[finetune]", precision, dev)
+        steps = train(net, lambda: lm_loss(net, next(stream), dev), tc, "ablate[finetune]", precision, dev)
     labeled = len(retain_rows) if ec.finetune_steps else 0  # the labeled retain examples the finetune reads
     rec = make_record("ablate", net, parent, stream.tokens_seen, labeled_examples=labeled, steps=steps, routed=routed,
-                      era=era)
+                      era={k: v for k, v in ec.to_dict().items() if k in ABLATE_KEYS})
     save_checkpoint(net, routed, out, rec)
 
-
-def _lm_loss(net, batch: dict, dev) -> torch.Tensor:
-    return token_ce(net(batch["input_ids"].to(dev)), batch["labels"].to(dev))
