@@ -139,7 +139,13 @@ class Section:
             raise ValueError(f"{where}{e}") from None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The section as a config mapping (its config keys only, nested sections as mappings)."""
+        def plain(v):
+            if isinstance(v, Section):
+                return v.to_dict()
+            return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+        return {f.name: plain(getattr(self, f.name)) for f in self.keys()}
 
 
 def _build(tp, value, path: str):
