@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import atomic_path
+from .atomic import atomic_path
 from .robustness import curve_area, robustness_ratio, steps_to_recover
 
 log = logging.getLogger("pipeline_py")
