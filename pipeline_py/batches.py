@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_path
+from .atomic import atomic_path
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, encode
 
 IGNORE = -100

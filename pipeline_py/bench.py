@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .atomic import atomic_path
 from .losses import forward_kl, token_ce
 from .model import ModelConfig, build_model
 from .tokenizer import build_tokenizer
@@ -187,8 +188,8 @@ def main(argv: list[str] | None = None) -> None:
           f"bf16 {res['peak_flops']['bf16'] / 1e9:.1f} GFLOP/s ({'native' if res['native_bf16'] else 'emulated'})")
     if "tiny_workflow_seconds" in res:
         print(f"tiny workflow (configs/tiny.yaml, pareto_plot): {res['tiny_workflow_seconds']:.1f} s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    with atomic_path(args.out) as tmp:  # creates the parent directory
+        Path(tmp).write_text(json.dumps(res, indent=2))
     print(f"wrote {args.out}")
 
 

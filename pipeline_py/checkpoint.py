@@ -7,34 +7,17 @@ project code.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_dir, atomic_path  # noqa: F401  (atomic_path: re-exported for its importers)
 from .model import CausalLM, ModelConfig, n_params
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_FILES
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary sibling of `path`; rename it onto `path` only if the block finishes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def check_finite(model: torch.nn.Module, where: str) -> None:
@@ -52,11 +35,7 @@ def save_checkpoint(model: CausalLM, tokenizer_dir: str | Path, out_dir: str | P
         from . import hf_model
 
         return hf_model.save(model, tokenizer_dir, out_dir, record)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".ckpt-*"):  # left by a save that was killed; only this job writes here
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=out_dir))
-    try:
+    with atomic_dir(out_dir, last="model.safetensors", prefix=".ckpt-") as tmp:
         state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(model.cfg.to_hf(PAD_ID, BOS_ID, EOS_ID), indent=2))
@@ -64,10 +43,6 @@ def save_checkpoint(model: CausalLM, tokenizer_dir: str | Path, out_dir: str | P
         for name in TOKENIZER_FILES:
             if (Path(tokenizer_dir) / name).is_file():
                 shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
-        for name in sorted(os.listdir(tmp), key=lambda n: n == "model.safetensors"):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_checkpoint(ckpt_dir: str | Path) -> tuple[CausalLM, dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import atomic_path
+from .atomic import atomic_path
 from .report import with_description
 
 log = logging.getLogger("pipeline_py")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .atomic import atomic_dir
 
 BACKEND = "hf"
 # files that travel from a tokenizer directory into every checkpoint of an HF model
@@ -73,10 +74,7 @@ def load_pretrained(name_or_path: str, revision: str | None = None) -> HFCausalL
 
 def save(model: HFCausalLM, tokenizer_dir: str | Path, out_dir: str | Path, record: dict) -> None:
     """Write into a temporary directory, then move the files into `out_dir`, weights last."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=out_dir))
-    try:
+    with atomic_dir(out_dir, last="model.safetensors", prefix=".ckpt-") as tmp:
         model.hf.save_pretrained(tmp, max_shard_size="1000GB")  # one file, the output rules name
         (tmp / "record.json").write_text(json.dumps({**record, "backend": BACKEND}, indent=2))
         for name in SIDE_FILES:
@@ -84,10 +82,6 @@ def save(model: HFCausalLM, tokenizer_dir: str | Path, out_dir: str | Path, reco
                 shutil.copyfile(Path(tokenizer_dir) / name, tmp / name)
         if not (tmp / "model.safetensors").is_file():
             raise RuntimeError(f"save_pretrained wrote {sorted(os.listdir(tmp))}, expected one model.safetensors")
-        for name in sorted(os.listdir(tmp), key=lambda n: n == "model.safetensors"):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load(ckpt_dir: str | Path) -> HFCausalLM:

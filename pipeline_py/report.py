@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import study
-from .checkpoint import atomic_path
+from .atomic import atomic_path
 from .config import Report
 from .settings import setting_of
 from .robustness import curve_area, robustness_ratio, steps_to_recover

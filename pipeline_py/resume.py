@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import atomic_path
+from .atomic import atomic_path
 
 log = logging.getLogger("pipeline_py")
 

@@ -7,13 +7,12 @@ so `AutoTokenizer.from_pretrained(checkpoint)` works. Training jobs read `tokeni
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import string
-import tempfile
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+from .atomic import atomic_dir
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = [PAD, BOS, EOS, UNK]  # ids 0..3, fixed so that code can rely on PAD_ID = 0
@@ -40,15 +39,8 @@ def save_tokenizer(tok: Tokenizer, directory: str | Path) -> None:
 
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS,
                                    unk_token=UNK)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=directory))
-    try:
+    with atomic_dir(directory, last="tokenizer.json", prefix=".tokenizer-") as tmp:
         fast.save_pretrained(str(tmp))
-        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "tokenizer.json"):  # tokenizer.json last
-            os.replace(f, directory / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class LoadedTokenizer:

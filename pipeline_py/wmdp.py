@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_dir, atomic_path
 from .batches import write_jsonl
 from .checkpoint import make_record, save_checkpoint
 from .evaluation import Evaluator
@@ -79,7 +80,8 @@ def make_data(out_dir: str | Path, data: dict, seed: int) -> dict:
     cfg = WmdpConfig.parse(data)
     out = Path(out_dir)
     hf_tok = AutoTokenizer.from_pretrained(cfg.base, revision=cfg.revision)
-    hf_tok.save_pretrained(str(out))
+    with atomic_dir(out, last="tokenizer.json", prefix=".tokenizer-") as tmp:  # tokenizer.json last
+        hf_tok.save_pretrained(str(tmp))
     tok = hf_tok.backend_tokenizer  # the fast `tokenizers` object: offsets for cutting at token boundaries
     docs = {}
     for forget, corpora in ((True, cfg.forget), (False, cfg.retain)):
@@ -88,7 +90,8 @@ def make_data(out_dir: str | Path, data: dict, seed: int) -> dict:
             log.info("make_data: %s (%s %s) %d documents", c.op, c.path, c.subset or "", len(docs[(c.op, forget)]))
     for split, rows in split_rows(cfg, tok, docs, seed).items():
         write_jsonl(rows, out / f"{split}.jsonl")
-    (out / LM_EVAL_FILE).write_text(json.dumps({**cfg.lm_eval.to_dict(), "eval_batch_size": cfg.eval_batch_size}, indent=2))
+    with atomic_path(out / LM_EVAL_FILE) as tmp:
+        Path(tmp).write_text(json.dumps({**cfg.lm_eval.to_dict(), "eval_batch_size": cfg.eval_batch_size}, indent=2))
     return {"config": asdict(cfg)}
 
 

@@ -116,8 +116,11 @@ class Killed(BaseException):
     """Stands in for a kill between two file operations (not an Exception: nothing may catch it)."""
 
 
-def interrupt_nth_replace(monkeypatch, module, n: int) -> None:
-    """Make `module`'s os.replace raise Killed on its n-th call (0-based); earlier calls go through."""
+def interrupt_nth_replace(monkeypatch, n: int) -> None:
+    """Make the renames of `pipeline_py.atomic` (every output file's last step) raise Killed on the n-th
+    call (0-based); earlier calls go through."""
+    from pipeline_py import atomic
+
     real, calls = os.replace, []
 
     def replace(src, dst):
@@ -126,13 +129,36 @@ def interrupt_nth_replace(monkeypatch, module, n: int) -> None:
             raise Killed(str(dst))
         return real(src, dst)
 
-    monkeypatch.setattr(module.os, "replace", replace)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+
+
+def test_atomic_helpers_leave_nothing_at_the_final_path_on_error(tmp_path, monkeypatch):
+    """An error inside either helper's block leaves neither the output nor a temporary; on success
+    atomic_dir moves its `last` file after all the others (and clears a killed save's leftovers)."""
+    from pipeline_py.atomic import atomic_dir, atomic_path
+
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "a" / "table.csv") as tmp:
+            Path(tmp).write_text("half")
+            raise RuntimeError("failed mid-write")
+    assert os.listdir(tmp_path / "a") == []
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "d", last="weights") as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("failed mid-write")
+    assert os.listdir(tmp_path / "d") == []
+    (tmp_path / "d" / ".tmp-stale").mkdir()  # what a SIGKILL (no `finally`) would leave
+    moved, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: moved.append(Path(dst).name) or real(src, dst))
+    with atomic_dir(tmp_path / "d", last="weights") as tmp:
+        for name in ("weights", "b", "a"):
+            (tmp / name).write_text(name)
+    assert sorted(os.listdir(tmp_path / "d")) == ["a", "b", "weights"] and moved[-1] == "weights"
 
 
 def test_checkpoint_interrupted_at_any_file_is_never_taken_for_complete(tiny_cfg, tiny_data, tmp_path, monkeypatch):
     """A save interrupted before each of its renames leaves no model.safetensors, so neither Snakemake (the
     rule's output) nor load_checkpoint takes it for a checkpoint; the next save removes the leftovers."""
-    from pipeline_py import checkpoint
     from pipeline_py.checkpoint import load_checkpoint
 
     model = build_model(tiny_cfg, 0)
@@ -141,7 +167,7 @@ def test_checkpoint_interrupted_at_any_file_is_never_taken_for_complete(tiny_cfg
     for n in range(n_files):
         out = tmp_path / f"cut{n}"
         with monkeypatch.context() as m:
-            interrupt_nth_replace(m, checkpoint, n)
+            interrupt_nth_replace(m, n)
             with pytest.raises(Killed):
                 save_checkpoint(model, tiny_data, out, {})
         assert not (out / "model.safetensors").exists(), n
@@ -156,7 +182,7 @@ def test_tokenizer_interrupted_mid_save_leaves_no_tokenizer_json(tmp_path, monke
     from pipeline_py import tokenizer
 
     with monkeypatch.context() as m:
-        interrupt_nth_replace(m, tokenizer, 1)
+        interrupt_nth_replace(m, 1)
         with pytest.raises(Killed):
             tokenizer.save_tokenizer(tokenizer.build_tokenizer(), tmp_path)
     assert not (tmp_path / "tokenizer.json").exists()

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..atomic import atomic_path
 from .clean import faq_documents, html_paragraphs, mallard_paragraphs
 
 SOURCES = ("debian-docs", "fineweb", "files")
@@ -81,7 +82,8 @@ def unpack(deb: Path, root: Path) -> str:
     marker = root / f".{deb.name}.done"
     if not marker.is_file():
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
-        marker.write_text(version)
+        with atomic_path(marker) as tmp:
+            Path(tmp).write_text(version)
     return version
 
 

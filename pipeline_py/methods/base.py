@@ -1,8 +1,12 @@
 """The interface every unlearning method implements.
 
 A method is a frozen dataclass: its fields are its hyperparameters (validated in `__post_init__`),
-`loss(model, forget, retain)` is the scalar to minimise. Optional hooks, all with defaults, let a
-method go beyond a plain loss while `pipeline_py.train.train` stays the only training loop:
+`loss(model, forget, retain)` is the scalar to minimise. A method writes `forget_loss(model, forget)`;
+`loss` adds the retain term `retain_loss(model, retain)` to it, λ·CE on the retain batch
+(λ = `retain_weight`; nothing is added, and no retain batch drawn, when λ = 0). A method whose retain term
+is another quantity overrides `retain_loss` (RMU: an MSE to the frozen model's hidden states).
+Optional hooks, all with defaults, let a method go beyond a plain loss while `pipeline_py.train.train`
+stays the only training loop:
 
 - `prepare(model)`: called once before training. With `needs_frozen = True` it keeps a frozen deep
   copy of the starting model (the reference of NPO, the teacher of UnDIAL, RMU's retain anchor);
@@ -25,6 +29,7 @@ from typing import Callable, ClassVar
 
 import torch
 
+from ..losses import token_ce
 from ..tokenizer import PAD_ID
 
 REGISTRY: dict[str, type["UnlearnMethod"]] = {}
@@ -57,7 +62,7 @@ def is_int(x) -> bool:
 
 @dataclass(frozen=True)
 class UnlearnMethod:
-    """Hyperparameters shared by all methods; subclasses add their own fields and `loss`."""
+    """Hyperparameters shared by all methods; subclasses add their own fields and `forget_loss`."""
 
     name: ClassVar[str] = ""
     needs_frozen: ClassVar[bool] = False  # prepare() keeps a frozen copy of the starting model
@@ -144,7 +149,21 @@ class UnlearnMethod:
                 for p, s in zip(params, saved):
                     p.copy_(s)
 
+    # ------------------------------------------------------------------ the loss
+
     def loss(self, model: torch.nn.Module, forget: dict, retain: dict | None) -> torch.Tensor:
         """The scalar to minimise on one forget batch and one retain batch ({input_ids, labels} [B, T];
-        `retain` is None when `uses_retain` is False)."""
+        `retain` is None when `uses_retain` is False): forget_loss + retain_loss (the latter only when
+        retain_weight > 0)."""
+        loss = self.forget_loss(model, forget)
+        if self.retain_weight:
+            loss = loss + self.retain_loss(model, retain)
+        return loss
+
+    def forget_loss(self, model: torch.nn.Module, forget: dict) -> torch.Tensor:
+        """The method's own term on the forget batch (every method defines it)."""
         raise NotImplementedError
+
+    def retain_loss(self, model: torch.nn.Module, retain: dict) -> torch.Tensor:
+        """The retain term, already weighted: λ·CE of the model on the retain batch (λ = retain_weight)."""
+        return self.retain_weight * token_ce(model(retain["input_ids"]), retain["labels"])

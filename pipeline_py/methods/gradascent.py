@@ -29,5 +29,5 @@ class GradAscent(UnlearnMethod):
     def should_stop(self, loss: float) -> bool:
         return -loss >= self.forget_ce_ceiling
 
-    def loss(self, model, forget, retain):
+    def forget_loss(self, model, forget):
         return -token_ce(model(forget["input_ids"]), forget["labels"])

@@ -14,8 +14,5 @@ class GradDiff(UnlearnMethod):
     name = "graddiff"
     retain_weight: float = 15.0
 
-    def loss(self, model, forget, retain):
-        loss = -token_ce(model(forget["input_ids"]), forget["labels"])
-        if self.retain_weight:
-            loss = loss + self.retain_weight * token_ce(model(retain["input_ids"]), retain["labels"])
-        return loss
+    def forget_loss(self, model, forget):
+        return -token_ce(model(forget["input_ids"]), forget["labels"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import kl_uniform, mmd_rbf, token_ce
+from ..losses import kl_uniform, mmd_rbf
 from .base import UnlearnMethod, is_int, is_number, nonpad, register
 
 
@@ -37,13 +37,9 @@ class MaxEnt(UnlearnMethod):
         n = model.cfg.n_layers
         self.check("repnoise_layer", not self.repnoise_weight or self.repnoise_layer < n, f"< model.n_layers = {n}")
 
-    def loss(self, model, forget, retain):
+    def forget_loss(self, model, forget):
         if self.repnoise_weight:
             logits, h = model(forget["input_ids"], hidden_layer=self.repnoise_layer)
             h = h[nonpad(forget)].float()  # [N, D]
-            loss = kl_uniform(logits, forget["labels"]) + self.repnoise_weight * mmd_rbf(h, torch.randn_like(h))
-        else:
-            loss = kl_uniform(model(forget["input_ids"]), forget["labels"])
-        if self.retain_weight:
-            loss = loss + self.retain_weight * token_ce(model(retain["input_ids"]), retain["labels"])
-        return loss
+            return kl_uniform(logits, forget["labels"]) + self.repnoise_weight * mmd_rbf(h, torch.randn_like(h))
+        return kl_uniform(model(forget["input_ids"]), forget["labels"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..losses import sequence_logprob, token_ce
+from ..losses import sequence_logprob
 from .base import UnlearnMethod, is_number, register
 
 
@@ -34,10 +34,7 @@ class NPO(UnlearnMethod):
         super().__post_init__()
         self.check("beta", is_number(self.beta) and self.beta > 0, "a number > 0")
 
-    def loss(self, model, forget, retain):
+    def forget_loss(self, model, forget):
         logp, _ = sequence_logprob(model(forget["input_ids"]), forget["labels"])
         logp_ref, _ = sequence_logprob(self.frozen(forget), forget["labels"])
-        loss = npo_loss(logp, logp_ref, self.beta)
-        if self.retain_weight:
-            loss = loss + self.retain_weight * token_ce(model(retain["input_ids"]), retain["labels"])
-        return loss
+        return npo_loss(logp, logp_ref, self.beta)

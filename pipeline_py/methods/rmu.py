@@ -53,11 +53,12 @@ class RMU(UnlearnMethod):
     def trainable(self, model):
         return [model.model.layers[i].mlp.down_proj.weight for i in self.layers]
 
-    def loss(self, model, forget, retain):
+    def forget_loss(self, model, forget):
         _, h = model(forget["input_ids"], hidden_layer=self.layer)
-        loss = masked_mse(h, self.run.control, nonpad(forget))
-        if self.retain_weight:
-            _, h_r = model(retain["input_ids"], hidden_layer=self.layer)
-            _, h_ref = self.frozen(retain, hidden_layer=self.layer)
-            loss = loss + self.retain_weight * masked_mse(h_r, h_ref, nonpad(retain))
-        return loss
+        return masked_mse(h, self.run.control, nonpad(forget))
+
+    def retain_loss(self, model, retain):
+        """α·MSE to the frozen starting model's hidden states (not the CE of the other methods)."""
+        _, h_r = model(retain["input_ids"], hidden_layer=self.layer)
+        _, h_ref = self.frozen(retain, hidden_layer=self.layer)
+        return self.retain_weight * masked_mse(h_r, h_ref, nonpad(retain))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..losses import sequence_logprob, token_ce
+from ..losses import sequence_logprob
 from .base import UnlearnMethod, is_number, register
 
 
@@ -32,9 +32,6 @@ class SimNPO(UnlearnMethod):
         self.check("beta", is_number(self.beta) and self.beta > 0, "a number > 0")
         self.check("gamma", is_number(self.gamma) and self.gamma >= 0, "a number >= 0")
 
-    def loss(self, model, forget, retain):
+    def forget_loss(self, model, forget):
         logp, length = sequence_logprob(model(forget["input_ids"]), forget["labels"])
-        loss = simnpo_loss(logp, length, self.beta, self.gamma)
-        if self.retain_weight:
-            loss = loss + self.retain_weight * token_ce(model(retain["input_ids"]), retain["labels"])
-        return loss
+        return simnpo_loss(logp, length, self.beta, self.gamma)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..losses import IGNORE, shift, token_ce
+from ..losses import IGNORE, shift
 from .base import UnlearnMethod, is_number, register
 
 
@@ -45,8 +45,5 @@ class UnDIAL(UnlearnMethod):
         super().__post_init__()
         self.check("gamma", is_number(self.gamma) and self.gamma > 0, "a number > 0")
 
-    def loss(self, model, forget, retain):
-        loss = undial_loss(model(forget["input_ids"]), self.frozen(forget), forget["labels"], self.gamma)
-        if self.retain_weight:
-            loss = loss + self.retain_weight * token_ce(model(retain["input_ids"]), retain["labels"])
-        return loss
+    def forget_loss(self, model, forget):
+        return undial_loss(model(forget["input_ids"]), self.frozen(forget), forget["labels"], self.gamma)
