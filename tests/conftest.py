@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline_py import stages  # noqa: E402
+from pipeline_py.stages.data import make_data  # noqa: E402
 from pipeline_py.model import ModelConfig  # noqa: E402
 from pipeline_py.tokenizer import load_tokenizer  # noqa: E402
 
@@ -30,7 +30,8 @@ def pytest_configure(config):
 def tiny_data(tmp_path_factory):
     """Directory with train/eval/attack JSONL and the tokenizer files of a tiny arithmetic corpus."""
     out = tmp_path_factory.mktemp("data")
-    stages.make_data(str(out), dict(TINY_DATA), seed=0)
+    make_data(*(str(out / n) for n in ("train.jsonl", "eval.jsonl", "attack.jsonl", "tokenizer.json")),
+              dict(TINY_DATA), setting="arithmetic", seed=0)
     return out
 
 

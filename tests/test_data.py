@@ -6,9 +6,11 @@ import re
 
 import pytest
 
-from pipeline_py import arithmetic, settings, stages
+from pipeline_py import arithmetic, settings
 from pipeline_py.arithmetic import FORGET_OPS, HELDOUT_TEMPLATES, OPS, RETAIN_OPS, TRAIN_TEMPLATES
 from pipeline_py.batches import read_jsonl
+from pipeline_py.config import Filter
+from pipeline_py.stages.data import filter_data, make_data
 
 TINY_DATA = {"add_max": 10, "mul_max": 6, "eval_per_op": 20}  # as the tiny_data fixture of conftest.py
 
@@ -164,8 +166,8 @@ def test_bad_data_config_raises(bad):
 def test_filter_data(tiny_data, tmp_path, splits):
     """Oracle data = train minus forget examples; labeled sets hold n_labeled examples of the right side."""
     out = {k: tmp_path / f"{k}.jsonl" for k in ("oracle", "forget", "retain")}
-    stages.filter_data(str(tiny_data / "train.jsonl"), str(out["oracle"]), str(out["forget"]), str(out["retain"]),
-                       n_labeled=16, seed=0)
+    filter_data(str(tiny_data / "train.jsonl"), str(out["oracle"]), str(out["forget"]), str(out["retain"]),
+                Filter(n_labeled=16), seed=0)
     oracle, forget, retain = (read_jsonl(out[k]) for k in ("oracle", "forget", "retain"))
     assert oracle == [r for r in splits["train"] if not r["forget"]]
     assert {r["op"] for r in oracle} == set(RETAIN_OPS)
@@ -178,8 +180,26 @@ def test_filter_data(tiny_data, tmp_path, splits):
 
 
 def test_filter_data_rejects_non_positive_n_labeled(tiny_data, tmp_path):
+    """n_labeled <= 0 fails when the filter section is built, before filter_data could run."""
+    with pytest.raises(ValueError, match=r"^n_labeled = 0 is invalid: it must be an integer \(> 0\)"):
+        Filter(n_labeled=0)
+    with pytest.raises(ValueError, match=r"^filter\.n_labeled = -1 is invalid: it must be an integer \(> 0\)"):
+        Filter.from_dict({"n_labeled": -1}, "filter")
     with pytest.raises(ValueError, match="n_labeled"):
-        stages.filter_data(str(tiny_data / "train.jsonl"), *(str(tmp_path / f"{k}.jsonl") for k in "abc"), n_labeled=0)
+        filter_data(str(tiny_data / "train.jsonl"), *(str(tmp_path / f"{k}.jsonl") for k in "abc"),
+                    Filter.from_dict({"n_labeled": 0}, "filter"), seed=0)
+    assert not any((tmp_path / f"{k}.jsonl").exists() for k in "abc")
+
+
+def test_make_data_requires_its_outputs_in_one_directory(tmp_path):
+    names = ["train.jsonl", "eval.jsonl", "attack.jsonl", "tokenizer.json"]
+    with pytest.raises(ValueError, match="one directory"):
+        make_data(*(str(tmp_path / n) for n in names[:3]), str(tmp_path / "tok" / names[3]), dict(TINY_DATA),
+                  setting="arithmetic", seed=0)
+    with pytest.raises(ValueError, match="one directory"):
+        make_data(*(str(tmp_path / n) for n in ["data.jsonl"] + names[1:]), dict(TINY_DATA), setting="arithmetic",
+                  seed=0)
+    assert not list(tmp_path.iterdir())
 
 
 def test_tokenizer_round_trips_with_autotokenizer(tiny_data, splits, tok):
