@@ -4,9 +4,14 @@ The forget pool is the `attack` split (forget renderings no other split holds); 
 examples (an attacker may also hold ordinary data, which keeps the model's retain skill alive while the
 forget skill comes back). Sampling weights make a `mix_forget_fraction` share of the examples drawn come
 from the forget pool, each operation within a pool drawn equally often.
+
+`split_forget_facts` cuts forget rows into two halves that share no fact (arithmetic: operand pair;
+language, WMDP: document): a held-out relearning attack finetunes on one half and evaluates on the other,
+so forget accuracy coming back on the held-out half is latent knowledge returning, not memorisation.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 from .batches import read_jsonl
@@ -40,3 +45,77 @@ def attack_mixture(attack: str, data: str = "forget", retain: str | None = None,
         raise ValueError(f"retain data file {retain} holds no retain examples for the 'mix' attack")
     return (forget_rows + retain_rows,
             group_weights(forget_rows, mix_forget_fraction) + group_weights(retain_rows, 1 - mix_forget_fraction))
+
+
+# ------------------------------------------------------------------ held-out facts (relearning attack)
+
+def unit_hash(*parts) -> float:
+    """A stable number in [0, 1) from its arguments (independent of PYTHONHASHSEED)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+SPLIT_BY = {"arithmetic": "operand pair", "language": "document", "wmdp": "document"}
+
+
+def fact_group(row: dict, setting: str) -> str:
+    """The unit a held-out split keeps whole. Arithmetic: the unordered operand pair of a multiplication
+    fact, shared by its division facts (a·b, b·a, (a·b)/b and (a·b)/a are one group, `fact` "mul:2:3" and
+    "div:2:3" both give "2:3"), so the attacker never trains on a product whose quotient is evaluated.
+    Language and WMDP: the document (`doc`) a chunk was cut from."""
+    if setting not in SPLIT_BY:
+        raise ValueError(f"held-out split: unknown setting {setting!r}; known: {sorted(SPLIT_BY)}")
+    if setting == "arithmetic":
+        fact = row.get("fact")
+        parts = fact.split(":") if isinstance(fact, str) else []
+        if len(parts) != 3:
+            raise ValueError(f"arithmetic row without a fact key 'op:x:y': {row!r}")
+        x, y = sorted(int(v) for v in parts[1:])
+        return f"{x}:{y}"
+    if "doc" not in row:
+        raise ValueError(f"{setting} row without a 'doc' id: {str(row)[:200]}")
+    return str(row["doc"])
+
+
+def split_forget_facts(rows: list[dict], setting: str, seed: int,
+                       fraction: float = 0.5) -> tuple[list[dict], list[dict]]:
+    """(train_rows, heldout_rows): the forget rows split by fact group (`fact_group`) with no group in
+    both halves, for a relearning attack that finetunes on one half and evaluates on the other.
+
+    Exactly round(fraction · N) of the N groups are held out (at least one, at most N - 1). Groups are
+    stratified by the set of operations their rows hold (mul and/or div, or a WMDP corpus), each stratum
+    giving fraction · n_s of its groups rounded up or down (largest remainders), and ordered within a
+    stratum by a stable hash of (seed, group): the split is deterministic in `seed` (and independent of row
+    order) and changes with it. Halves balance facts, not rows (a document's chunks or a fact's renderings
+    vary in number). Rows keep their input order within each half; every input row lands in exactly one
+    half. Raises on retain rows and on fewer than two groups."""
+    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0.0 < fraction < 1.0):
+        raise ValueError(f"held-out fraction must lie in (0, 1), got {fraction!r}")
+    retain = sorted({r.get("op") for r in rows if not r.get("forget")}, key=str)
+    if retain:
+        raise ValueError(f"held-out split takes forget rows only; got rows of retain operations {retain}")
+    groups = [fact_group(r, setting) for r in rows]
+    ops: dict[str, set] = {}
+    for r, g in zip(rows, groups):
+        ops.setdefault(g, set()).add(str(r.get("op")))
+    if len(ops) < 2:
+        raise ValueError(f"held-out split needs at least two facts ({SPLIT_BY[setting]}s), got {len(ops)}")
+    strata: dict[tuple, list[str]] = {}
+    for g, g_ops in ops.items():
+        strata.setdefault(tuple(sorted(g_ops)), []).append(g)
+    # how many groups each stratum holds out: floor(fraction · n_s), plus one for the strata with the largest
+    # remainders until the total is round(fraction · N) (at least 1, at most N - 1)
+    total = min(max(int(fraction * len(ops) + 0.5), 1), len(ops) - 1)
+    names = sorted(strata)
+    take = {s: int(fraction * len(strata[s])) for s in names}
+    by_remainder = sorted(names, key=lambda s: (-(fraction * len(strata[s]) - take[s]),
+                                                unit_hash(seed, "stratum", *s), s))
+    for s in by_remainder[: max(total - sum(take.values()), 0)]:
+        take[s] += 1
+    held: set[str] = set()
+    for s in names:
+        members = sorted(strata[s], key=lambda g: (unit_hash(seed, "heldout", g), g))
+        held.update(members[: take[s]])
+    train = [r for r, g in zip(rows, groups) if g not in held]
+    heldout = [r for r, g in zip(rows, groups) if g in held]
+    return train, heldout

@@ -10,6 +10,7 @@ settings file of the setting (`lm_eval.json`). `transformers` is imported only w
 from __future__ import annotations
 
 import json
+import operator
 import os
 import shutil
 from dataclasses import dataclass
@@ -50,11 +51,33 @@ class HFCausalLM(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, input_ids: torch.Tensor, hidden_layer: int | None = None):
-        """Logits [B, T, V]; with `hidden_layer` = l also the residual stream after block l [B, T, D]."""
-        out = self.hf(input_ids=input_ids, output_hidden_states=hidden_layer is not None, use_cache=False)
+        """Logits [B, T, V]; with `hidden_layer` = l also the residual stream after block l [B, T, D].
+
+        The residual stream is captured by a forward hook on decoder layer l, not read from
+        `output_hidden_states`: Hugging Face's last entry of `hidden_states` is the state after the final
+        norm, not the last block's output, so RMU steering block L-1 would steer the normed tensor."""
         if hidden_layer is None:
-            return out.logits
-        return out.logits, out.hidden_states[hidden_layer + 1]  # hidden_states[0] is the embedding output
+            return self.hf(input_ids=input_ids, use_cache=False).logits
+        n = self.cfg.n_layers
+        try:
+            layer = operator.index(hidden_layer)
+        except TypeError:
+            layer = None
+        if layer is None or isinstance(hidden_layer, bool) or not 0 <= layer < n:
+            raise ValueError(f"hidden_layer must be a block index in [0, {n - 1}], got {hidden_layer!r}")
+        captured: list[torch.Tensor] = []
+
+        def grab(module, args, output):  # a decoder layer returns its output tensor (older versions: a tuple)
+            captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+
+        handle = self.model.layers[layer].register_forward_hook(grab)
+        try:
+            logits = self.hf(input_ids=input_ids, use_cache=False).logits
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"decoder layer {layer} ran {len(captured)} times in one forward, expected once")
+        return logits, captured[0]
 
     def fresh_copy(self, seed: int) -> "HFCausalLM":
         """The same architecture with freshly initialised weights (Unlearn-and-Distill's student)."""
