@@ -59,6 +59,9 @@ class Unlearn(Section):
     """The unlearning methods of the study and their hyperparameters."""
 
     batch_size: int = key(32, "forget and retain examples per step", gt=0)
+    warmup: int = key(10, "linear warm-up steps of every method (at most a tenth of its steps), then a constant LR",
+                      ge=0)
+    grad_clip: float = key(1.0, "max global gradient norm; 0 disables clipping", ge=0)
     methods: list[str] = key(doc="the methods this study runs, by name (each needs an entry in hparams)",
                              nonempty=True, unique=True, pattern=NAME)
     hparams: dict[str, dict] = key(doc="method name -> its hyperparameters (a module of pipeline_py/methods/, or "
@@ -109,6 +112,8 @@ class Attack(Section):
     eval_every: int = key(doc="steps between evaluations (and at step 0)", gt=0)
     batch_size: int = key(16, "sequences per attack step", gt=0)
     seq_len: int = key(64, "tokens per packed attack sequence", gt=0)
+    weight_decay: float = key(0.0, "AdamW decoupled weight decay of the attacker (matrices only)", ge=0)
+    grad_clip: float = key(1.0, "the attacker's max global gradient norm; 0 disables clipping", ge=0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,20 +3,25 @@ targets, ablation back to the standard architecture, and the two stages end to e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from pipeline_py import era as era_stages
+from pipeline_py.config import Runtime, Study
+from pipeline_py.model import ModelConfig
+from pipeline_py.stages import era as era_stages
 from pipeline_py.batches import PackedStream, read_jsonl, write_jsonl
 from pipeline_py.checkpoint import load_checkpoint
 from pipeline_py.losses import token_ce
 from pipeline_py.model import CausalLM
 from pipeline_py.report import describe
-from pipeline_py.routing import (EraConfig, RoutedLM, RoutedStream, check_era, labeled_mask, load_routed,
+from pipeline_py.routing import (EraConfig, RoutedLM, RoutedStream, labeled_mask, load_routed,
                                  route_weights, targets, unigram_weights)
 from pipeline_py.tokenizer import BOS_ID, EOS_ID
+from pipeline_py.train import TrainConfig
 
 F_ = 64  # d_ff of the tiny config
 K = 16  # extra neurons in these tests
@@ -38,6 +43,18 @@ def retain_file(tiny_data, tmp_path) -> str:
     path = tmp_path / "retain.jsonl"
     write_jsonl([r for r in read_jsonl(tiny_data / "train.jsonl") if not r["forget"]][:64], path)
     return str(path)
+
+
+RUNTIME = Runtime(precision="fp32", threads=1)
+
+
+def pretrain_routed(tiny_data, out, model: dict, train_cfg: dict, era: dict, seed: int = 0) -> None:
+    era_stages.pretrain_routed(str(tiny_data / "train.jsonl"), str(tiny_data / "tokenizer.json"), str(out),
+                               ModelConfig(**model), TrainConfig(**train_cfg), EraConfig(**era), RUNTIME, seed)
+
+
+def ablate(routed_dir, retain: str, out, era: dict, seed: int = 0) -> None:
+    era_stages.ablate(str(routed_dir), retain, str(out), EraConfig(**era), RUNTIME, seed)
 
 
 def input_grads(model: RoutedLM, layer: int, x, labels, route=None) -> dict[str, torch.Tensor]:
@@ -197,21 +214,37 @@ def test_ablation_gives_original_shapes_and_the_zeroed_routed_outputs(tiny_cfg):
         assert (before - zeroed).abs().max() > 1e-4  # the extra neurons did matter
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_with(era: dict | None, setting: str = "arithmetic", **model) -> dict:
+    """config.yaml with its era block and model keys replaced; for the wmdp setting, with configs/wmdp.yaml's
+    wmdp block."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = {**config, "model": {**config["model"], **model}, "era": era}
+    if setting == "wmdp":
+        config.update(setting="wmdp", wmdp=yaml.safe_load((ROOT / "configs" / "wmdp.yaml").read_text())["wmdp"])
+    return config
+
+
 def test_era_config_errors_name_the_key(tiny_cfg):
-    with pytest.raises(ValueError, match=r"era.forget_weight = 2.*<= 1"):
-        EraConfig(forget_weight=2)
-    with pytest.raises(ValueError, match=r"era: unknown keys \['bogus'\]"):
-        EraConfig.from_dict({"bogus": 1})
-    with pytest.raises(ValueError, match=r"era.labeled_fraction = 1.5"):
-        EraConfig(labeled_fraction=1.5)
-    with pytest.raises(ValueError, match=r"era.route_tokens = 'prompt'.*\['answer', 'example'\]"):
-        EraConfig(route_tokens="prompt")
-    with pytest.raises(ValueError, match=r"era.steps_factor = 0 .*> 0"):
-        EraConfig(steps_factor=0)
-    with pytest.raises(ValueError, match=r"era.layers = \[0, 4\].*\[4\].*4 blocks"):
-        check_era({"layers": [0, 4]}, {"n_layers": 4})
+    for bad, match in [({"forget_weight": 2}, r"forget_weight = 2 .*<= 1"),
+                       ({"labeled_fraction": 1.5}, r"labeled_fraction = 1.5 .*<= 1"),
+                       ({"route_tokens": "prompt"}, r"route_tokens = 'prompt'.*\['answer', 'example'\]"),
+                       ({"steps_factor": 0}, r"steps_factor = 0 .*> 0")]:
+        with pytest.raises(ValueError, match="^" + match):  # built directly: the key
+            EraConfig(**bad)
+        with pytest.raises(ValueError, match=r"^era\." + match):  # from the config: the key path
+            EraConfig.from_dict(bad, "era")
+    with pytest.raises(ValueError, match=r"^era\.bogus: unknown key; allowed keys of era: \[.*'layers'"):
+        EraConfig.from_dict({"bogus": 1}, "era")
+    # the depth check is the study's: it knows the model
+    Study.from_dict(study_with({"layers": [0, 3]}, n_layers=4))  # blocks 0..3 exist
+    with pytest.raises(ValueError, match=r"era\.layers = \[0, 4\] .*blocks \[4\] do not exist.*model\.n_layers = 4"):
+        Study.from_dict(study_with({"layers": [0, 4]}, n_layers=4))
+    Study.from_dict(study_with(None, "wmdp"))
     with pytest.raises(ValueError, match=r"era: the wmdp setting .*no pretraining.*era: null"):
-        check_era({"layers": [0]}, {"n_layers": 4}, "wmdp")
+        Study.from_dict(study_with({"layers": [0]}, "wmdp"))
 
 
 def test_describe_labels_era_models():
@@ -226,15 +259,13 @@ def test_stages_pretrain_routed_then_ablate(tiny_data, tiny_cfg, tmp_path):
     model = {k: getattr(tiny_cfg, k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "max_len")}
     train_cfg = {"steps": 4, "lr": 3e-3, "batch_size": 4, "seq_len": 32, "warmup": 1}
     era = {"layers": [1], "extra": 8, "finetune_steps": 0, "steps_factor": 1.5}
-    era_stages.pretrain_routed(str(tiny_data / "train.jsonl"), str(tmp_path / "routed"), model, train_cfg, era,
-                               precision="fp32")
+    pretrain_routed(tiny_data, tmp_path / "routed", model, train_cfg, era)
     net, rec = load_routed(tmp_path / "routed")
     assert rec["trained_tokens"] == 6 * 4 * 32 and rec["routed_tokens"] > 0
     forget = sum(r["forget"] for r in read_jsonl(tiny_data / "train.jsonl"))
     assert rec["labeled_examples"] == forget  # labeled_fraction 1: every forget example, no retain one
     assert not (tmp_path / "routed" / "config.json").exists()  # not mistaken for a standard checkpoint
-    era_stages.ablate(str(tmp_path / "routed"), retain_file(tiny_data, tmp_path), str(tmp_path / "era"),
-                      era, precision="fp32")
+    ablate(tmp_path / "routed", retain_file(tiny_data, tmp_path), tmp_path / "era", era)
     ablated, rec2 = load_checkpoint(tmp_path / "era")
     assert rec2["stage"] == "ablate" and rec2["lineage_flops"] == rec["flops"]
     x, _ = batch(tiny_cfg)
@@ -252,10 +283,9 @@ def test_ablate_finetune_trains_on_retain_data(tiny_data, tiny_cfg, tmp_path):
     """With finetune steps the ablated model changes and its record counts the finetune tokens."""
     model = {k: getattr(tiny_cfg, k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "max_len")}
     era = {"layers": [0], "extra": 8, "finetune_steps": 3}
-    era_stages.pretrain_routed(str(tiny_data / "train.jsonl"), str(tmp_path / "routed"), model,
-                               {"steps": 2, "lr": 3e-3, "batch_size": 4, "seq_len": 32}, era, precision="fp32")
-    era_stages.ablate(str(tmp_path / "routed"), retain_file(tiny_data, tmp_path), str(tmp_path / "era"),
-                      era, precision="fp32")
+    pretrain_routed(tiny_data, tmp_path / "routed", model, {"steps": 2, "lr": 3e-3, "batch_size": 4, "seq_len": 32},
+                    era)
+    ablate(tmp_path / "routed", retain_file(tiny_data, tmp_path), tmp_path / "era", era)
     ablated, rec = load_checkpoint(tmp_path / "era")
     start = load_routed(tmp_path / "routed")[0].ablate()
     assert rec["steps"] == 3 and rec["trained_tokens"] == 3 * 32 * 64
@@ -270,7 +300,7 @@ def test_pretrain_routed_killed_mid_run_resumes_bit_identically(tiny_data, tiny_
     era = {"layers": [0], "extra": 8}
 
     def run(out):
-        era_stages.pretrain_routed(str(tiny_data / "train.jsonl"), str(out), model, train_cfg, era, precision="fp32")
+        pretrain_routed(tiny_data, out, model, train_cfg, era)
 
     run(tmp_path / "ref")
     calls = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_py import stages
+from pipeline_py.stages.data import make_data
 from pipeline_py.attack_data import fact_group, split_forget_facts
 from pipeline_py.batches import read_jsonl
 
@@ -90,7 +90,8 @@ def test_fraction_sets_the_share_of_held_out_facts(arith_forget):
 @pytest.fixture(scope="module")
 def lang_forget(tmp_path_factory):
     out = tmp_path_factory.mktemp("lang_heldout")
-    stages.make_data(str(out), dict(SMALL_LANGUAGE), seed=0, setting="language")
+    make_data(*(str(out / f) for f in ("train.jsonl", "eval.jsonl", "attack.jsonl", "tokenizer.json")),
+              data=dict(SMALL_LANGUAGE), setting="language", seed=0)
     return [r for s in ("train", "attack", "eval") for r in read_jsonl(out / f"{s}.jsonl") if r["forget"]]
 
 

@@ -33,7 +33,7 @@ def relearn(model: str, attack: str, retain: str, eval_data: str, out: str, cfg:
         return False
 
     tc = TrainConfig(steps=cfg.steps, lr=lr, batch_size=cfg.batch_size, seq_len=cfg.seq_len, schedule="constant",
-                     weight_decay=0.0, grad_clip=1.0, log_every=max(1, cfg.steps // 5))
+                     weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, log_every=max(1, cfg.steps // 5))
     train(net, lambda: lm_loss(net, next(stream), dev), tc, f"relearn[lr={lr}]", precision, dev,
           check=check, check_every=cfg.eval_every)
     df = pd.DataFrame(curve).assign(lr=lr, seed=seed, data=data)

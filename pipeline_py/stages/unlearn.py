@@ -67,7 +67,8 @@ def unlearn(base: str, forget: str, retain: str, out: str, method: str, cfg: Unl
             log.info("unlearn[%s]: stopping after step %d, loss %.4f", method, step, cur["loss"].item())
         return stop
 
-    tc = TrainConfig(steps=m.steps, lr=m.lr, warmup=min(10, m.steps // 10), schedule="constant", log_every=20)
+    tc = TrainConfig(steps=m.steps, lr=m.lr, warmup=min(cfg.warmup, m.steps // 10), schedule="constant",
+                     grad_clip=cfg.grad_clip, log_every=20)
     steps = train(net, loss, tc, f"unlearn[{method}]", precision, dev, params=trainable, check=check,
                   check_every=1, backward=lambda value: m.backward(value, recompute, trainable))
     net.requires_grad_(True)
