@@ -6,9 +6,13 @@ import json
 import pytest
 import torch
 
-from pipeline_py import stages
+from pipeline_py.config import Distill, Runtime
 from pipeline_py.checkpoint import load_checkpoint, make_record, save_checkpoint
-from pipeline_py.model import CausalLM, build_model
+from pipeline_py.model import CausalLM, ModelConfig, build_model
+from pipeline_py.stages.distill import distill, noise
+from pipeline_py.stages.pretrain import pretrain
+from pipeline_py.study import init_name
+from pipeline_py.train import TrainConfig
 
 
 def spread_weights(model: CausalLM, seed: int = 0) -> CausalLM:
@@ -151,8 +155,8 @@ def test_pretrain_record_json_flops(tiny_data, tiny_cfg, tmp_path):
     checkpoint loads back."""
     out = tmp_path / "base"
     model_kw = {k: getattr(tiny_cfg, k) for k in ("d_model", "n_layers", "n_heads", "d_ff", "max_len")}
-    stages.pretrain(str(tiny_data / "train.jsonl"), str(out), model_kw,
-                    {"steps": 3, "lr": 1e-3, "batch_size": 2, "seq_len": 16}, precision="fp32", device="cpu")
+    pretrain(str(tiny_data / "train.jsonl"), str(tiny_data / "tokenizer.json"), str(out), ModelConfig(**model_kw),
+             TrainConfig(steps=3, lr=1e-3, batch_size=2, seq_len=16), Runtime(precision="fp32", device="cpu"), seed=0)
     torch.set_num_threads(1)  # setup_runtime may have changed it
     rec = json.loads((out / "record.json").read_text())
     n = hand_n_params(tiny_cfg)
@@ -168,13 +172,12 @@ def test_noise_and_distill_records_chain_flops(tiny_data, tiny_cfg, tmp_path):
     m = build_model(tiny_cfg, seed=0)
     save_checkpoint(m, tiny_data, teacher, make_record("unlearn", m, {"lineage_flops": 1000}, 50))
     n = hand_n_params(tiny_cfg)
-    stages.noise(str(teacher), str(tmp_path / "noised"), alpha=0.5, beta=0.1, seed=0)
+    noise(str(teacher), str(tmp_path / "noised"), init_name(0.5, 0.1), seed=0)
     rec_noise = json.loads((tmp_path / "noised" / "record.json").read_text())
     assert rec_noise["flops"] == 0 and rec_noise["lineage_flops"] == 6 * n * 50 + 1000
-    stages.distill(str(teacher), str(tmp_path / "noised"), str(tiny_data / "train.jsonl"),
-                   str(tiny_data / "eval.jsonl"), str(tmp_path / "student"),
-                   {"steps": 2, "lr": 1e-3, "batch_size": 2, "seq_len": 16}, stop_within=None, check_every=10,
-                   precision="fp32", device="cpu")
+    distill(str(teacher), str(tmp_path / "noised"), str(tiny_data / "train.jsonl"), str(tiny_data / "eval.jsonl"),
+            str(tmp_path / "student"), Distill(steps=2, lr=1e-3, batch_size=2, seq_len=16, stop_within=None,
+                                               check_every=10), Runtime(precision="fp32", device="cpu"), seed=0)
     torch.set_num_threads(1)
     rec = json.loads((tmp_path / "student" / "record.json").read_text())
     assert rec["trained_tokens"] == 2 * 2 * 16

@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline_py import language, stages
+from pipeline_py import language
 from pipeline_py.batches import read_jsonl
 from pipeline_py.language import LanguageConfig, chunk, clean, sources, split_of, train_tokenizer
 from pipeline_py.language.evaluate import hangul_token_mask
 from pipeline_py.model import ModelConfig, build_model
 from pipeline_py.settings import setting_of
+from pipeline_py.stages.data import make_data
 from pipeline_py.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,8 @@ SMALL = {"source": "files", "retain_files": [str(FIX / "english.txt")], "forget_
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("lang")
-    stages.make_data(str(out), dict(SMALL), seed=0, setting="language")
+    make_data(*(str(out / n) for n in ("train.jsonl", "eval.jsonl", "attack.jsonl", "tokenizer.json")), dict(SMALL),
+              setting="language", seed=0)
     return out
 
 
@@ -181,7 +183,7 @@ def test_files_source_reads_txt_and_jsonl_documents(tmp_path):
     assert set(extra["files_in"]) == {str(FIX / "english.txt"), str(j)}
     with pytest.raises(sources.SourceUnavailable, match="missing.txt.*'debian-docs' or 'fineweb'"):
         sources.files([str(tmp_path / "missing.txt")], [str(j)])
-    with pytest.raises(ValueError, match="data.forget_files"):
+    with pytest.raises(ValueError, match="language.forget_files"):
         sources.files([str(j)], [])
 
 
@@ -261,12 +263,13 @@ def test_debian_docs_fetches_unpacks_and_records_versions(tmp_path, monkeypatch)
 
 
 def test_bad_config_values_name_the_key():
-    with pytest.raises(ValueError, match="data.source.*'web'"):
-        LanguageConfig(source="web")
-    with pytest.raises(ValueError, match="data.eval_fraction"):
-        LanguageConfig(eval_fraction=1.5)
-    with pytest.raises(ValueError, match="data.vocab_size"):
-        LanguageConfig(vocab_size=100)
+    for bad, match in [({"source": "web"}, r"source = 'web' is invalid.*'debian-docs'"),
+                       ({"eval_fraction": 1.5}, r"eval_fraction = 1.5 is invalid"),
+                       ({"vocab_size": 100}, r"vocab_size = 100 is invalid: .*>= 300")]:
+        with pytest.raises(ValueError, match="^" + match):  # built directly: the key
+            LanguageConfig(**bad)
+        with pytest.raises(ValueError, match=r"^language\." + match):  # from the config: the key path
+            LanguageConfig.from_dict(bad, "language")
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -297,7 +300,7 @@ def test_language_config_validates_and_plans_the_study(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "make_data" in proc.stdout and "pareto_plot" in proc.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("setting: language\ndata: {source: debian-docs, add_max: 10}\n")
+    bad.write_text("setting: language\nlanguage: {source: debian-docs, add_max: 10}\n")
     proc = subprocess.run(cmd[:-2] + [str(bad), "--config", f"results={tmp_path}"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0 and "add_max" in proc.stdout + proc.stderr
@@ -327,10 +330,11 @@ def test_tiny_language_study_runs_end_to_end(tmp_path):
 
 def yaml_config() -> dict:
     """The smallest study of the language setting (seconds per job)."""
-    return {"data": dict(SMALL), "precision": "fp32", "filter": {"n_labeled": 8},
+    return {"language": dict(SMALL), "precision": "fp32", "filter": {"n_labeled": 8},
             "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 32},
             "pretrain": {"steps": 30, "lr": 3.0e-3, "batch_size": 4, "seq_len": 32, "warmup": 3},
-            "unlearn": {"batch_size": 4, "methods": {"maxent": {"steps": 3, "lr": 3.0e-4, "retain_weight": 1.0}}},
+            "unlearn": {"batch_size": 4, "methods": ["maxent"],
+                        "hparams": {"maxent": {"steps": 3, "lr": 3.0e-4, "retain_weight": 1.0}}},
             "noise": {"alphas": [0.5], "beta": 0.1, "fresh_init": False, "methods": ["maxent"]},  # 6 models
             "distill": {"steps": 10, "lr": 3.0e-3, "batch_size": 4, "seq_len": 32, "warmup": 2,
                         "stop_within": 0.1, "check_every": 5},

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from pipeline_py import stages
 from pipeline_py.checkpoint import load_checkpoint, make_record, save_checkpoint
+from pipeline_py.config import Filter, Runtime, Unlearn
 from pipeline_py.losses import mmd_rbf, sequence_logprob, token_ce
 from pipeline_py.methods import available, get_method
 from pipeline_py.methods.gradascent import GradAscent
@@ -19,6 +19,8 @@ from pipeline_py.methods.npo import npo_loss
 from pipeline_py.methods.simnpo import simnpo_loss
 from pipeline_py.methods.undial import adjusted_target, undial_loss
 from pipeline_py.model import ModelConfig, build_model
+from pipeline_py.stages.data import filter_data
+from pipeline_py.stages.unlearn import unlearn
 from pipeline_py.train import TrainConfig, train
 
 IGN = -100
@@ -201,10 +203,10 @@ def test_rmu_trains_only_the_chosen_down_projections(tiny_base, tmp_path):
 
 
 def test_rmu_layers_are_checked(small_model):
-    with pytest.raises(ValueError, match=r"unlearn\.methods\.rmu\.layers = \(3,\)"):
+    with pytest.raises(ValueError, match=r"unlearn\.hparams\.rmu\.layers = \(3,\)"):
         get_method("rmu", {"layer": 2, "layers": [3]})
     m = get_method("rmu", {"layer": 5, "layers": [4]})
-    with pytest.raises(ValueError, match=r"unlearn\.methods\.rmu\.layer = 5 .*n_layers = 2"):
+    with pytest.raises(ValueError, match=r"unlearn\.hparams\.rmu\.layer = 5 .*n_layers = 2"):
         m.prepare(small_model)
 
 
@@ -302,16 +304,16 @@ def test_maxent_repnoise_adds_the_mmd_term(small_model):
     ("maxent", {"repnoise_weight": -1.0}, "repnoise_weight"), ("graddiff", {"sam_rho": -0.01}, "sam_rho"),
 ])
 def test_invalid_values_name_key_value_and_allowed(name, params, key):
-    with pytest.raises(ValueError, match=rf"unlearn\.methods\.{name}\.{key} = .* must be"):
+    with pytest.raises(ValueError, match=rf"unlearn\.hparams\.{name}\.{key} = .* must be"):
         get_method(name, params)
 
 
 def test_a_config_entry_may_name_a_variant_of_a_method():
     m = get_method("maxent_sam", {"method": "maxent", "sam_rho": 0.01})
     assert m.name == "maxent" and m.sam_rho == 0.01
-    with pytest.raises(ValueError, match=r"unlearn\.methods\.maxent_sam\.sam_rho"):
+    with pytest.raises(ValueError, match=r"unlearn\.hparams\.maxent_sam\.sam_rho"):
         get_method("maxent_sam", {"method": "maxent", "sam_rho": -1.0})
-    with pytest.raises(ValueError, match=r"unlearn\.methods\.x\.method: unknown method 'nope'"):
+    with pytest.raises(ValueError, match=r"unlearn\.hparams\.x\.method: unknown method 'nope'"):
         get_method("x", {"method": "nope"})
 
 
@@ -324,14 +326,15 @@ def tiny_base(tiny_data, tiny_cfg, tmp_path_factory):
     d = tmp_path_factory.mktemp("methods")
     net = build_model(tiny_cfg, seed=0)
     save_checkpoint(net, tiny_data, d / "base", make_record("pretrain", net, None, 0))
-    stages.filter_data(str(tiny_data / "train.jsonl"), str(d / "oracle.jsonl"), str(d / "forget.jsonl"),
-                       str(d / "retain.jsonl"), n_labeled=16)
+    filter_data(str(tiny_data / "train.jsonl"), str(d / "oracle.jsonl"), str(d / "forget.jsonl"),
+                str(d / "retain.jsonl"), Filter(n_labeled=16), seed=0)
     return {"base": str(d / "base"), "forget": str(d / "forget.jsonl"), "retain": str(d / "retain.jsonl")}
 
 
 def run(tiny_base, out, method, params):
-    stages.unlearn(tiny_base["base"], tiny_base["forget"], tiny_base["retain"], str(out), method, params,
-                   batch_size=8, precision="fp32", threads=1, device="cpu")
+    unlearn(tiny_base["base"], tiny_base["forget"], tiny_base["retain"], str(out), method,
+            Unlearn(batch_size=8, methods=[method], hparams={method: params}),
+            Runtime(precision="fp32", threads=1, device="cpu"), seed=0)
 
 
 TWO_STEPS = {"rmu": {"layer": 1, "layers": [0, 1]}}

@@ -19,14 +19,19 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
-from pipeline_py import stages
 from pipeline_py.checkpoint import make_record, save_checkpoint
-from pipeline_py.model import build_model
+from pipeline_py.config import Attack, Distill, Runtime
+from pipeline_py.model import ModelConfig, build_model
 from pipeline_py.resume import RESUME_NAME
+from pipeline_py.stages import attack as attack_stage
+from pipeline_py.stages import distill as distill_stage
+from pipeline_py.stages.pretrain import pretrain
+from pipeline_py.study import init_name
 from pipeline_py.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 64}
+RUNTIME = Runtime(precision="fp32", device="cpu")
 
 
 # ------------------------------------------------------------------------------- numerical guards
@@ -37,9 +42,8 @@ def test_divergent_lr_stops_pretraining_without_a_checkpoint(tiny_data, tmp_path
     step and the loss; the output directory holds no model.safetensors (and no resume state of NaNs)."""
     out = tmp_path / "diverged"
     with pytest.raises(FloatingPointError, match=r"^pretrain: loss is nan at step 2"):
-        stages.pretrain(str(tiny_data / "train.jsonl"), str(out), MODEL,
-                        {"steps": 30, "lr": 1e12, "batch_size": 4, "seq_len": 32, "save_every": 1},
-                        precision="fp32", device="cpu")
+        pretrain(str(tiny_data / "train.jsonl"), str(tiny_data / "tokenizer.json"), str(out), ModelConfig(**MODEL),
+                 TrainConfig(steps=30, lr=1e12, batch_size=4, seq_len=32, save_every=1), RUNTIME, seed=0)
     torch.set_num_threads(1)
     assert not (out / "model.safetensors").exists()
     state = torch.load(out / RESUME_NAME, weights_only=True)  # the last good state, after step 1
@@ -53,19 +57,20 @@ def test_forced_nan_in_distillation_stops_at_that_step(tiny_data, tiny_cfg, tmp_
     for path, seed in ((teacher, 0), (student, 1)):
         m = build_model(tiny_cfg, seed)
         save_checkpoint(m, tiny_data, path, make_record("test", m, None, 0))
-    real, calls = stages.forward_kl, []
+    real, calls = distill_stage.forward_kl, []
 
     def nan_at_6(*a, **k):
         calls.append(1)
         value = real(*a, **k)
         return value * float("nan") if len(calls) == 6 else value
 
-    monkeypatch.setattr(stages, "forward_kl", nan_at_6)
+    monkeypatch.setattr(distill_stage, "forward_kl", nan_at_6)
     out = tmp_path / "out"
     with pytest.raises(FloatingPointError, match=r"^distill: loss is nan at step 6"):
-        stages.distill(str(teacher), str(student), str(tiny_data / "train.jsonl"), str(tiny_data / "eval.jsonl"),
-                       str(out), {"steps": 10, "lr": 1e-3, "batch_size": 2, "seq_len": 16, "save_every": 4},
-                       stop_within=None, precision="fp32", device="cpu")
+        distill_stage.distill(str(teacher), str(student), str(tiny_data / "train.jsonl"),
+                              str(tiny_data / "eval.jsonl"), str(out),
+                              Distill(steps=10, lr=1e-3, batch_size=2, seq_len=16, save_every=4, stop_within=None,
+                                      check_every=50), RUNTIME, seed=0)
     torch.set_num_threads(1)
     assert not (out / "model.safetensors").exists()
     assert torch.load(out / RESUME_NAME, weights_only=True)["step"] == 4
@@ -97,11 +102,12 @@ def test_attack_stage_twice_gives_identical_metrics(tiny_cfg, tiny_data, tmp_pat
     curve, value for value; another attack seed changes it (so the comparison can fail)."""
     model = build_model(tiny_cfg, 0)
     save_checkpoint(model, tiny_data, tmp_path / "m", {})
+    cfg = Attack(lrs=[3e-3], data=["forget"], seeds=[0, 1], steps=6, eval_every=3, batch_size=4, seq_len=32)
     curves = []
     for run, seed in (("a", 0), ("b", 0), ("c", 1)):
-        stages.relearn(str(tmp_path / "m"), str(tiny_data / "attack.jsonl"), str(tiny_data / "eval.jsonl"),
-                       str(tmp_path / f"{run}.csv"), lr=3e-3, steps=6, eval_every=3, batch_size=4, seq_len=32,
-                       seed=seed, precision="fp32", device="cpu")
+        attack_stage.relearn(str(tmp_path / "m"), str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl"),
+                             str(tiny_data / "eval.jsonl"), str(tmp_path / f"{run}.csv"), cfg, data="forget", lr=3e-3,
+                             seed=seed, runtime=RUNTIME)
         curves.append(pd.read_csv(tmp_path / f"{run}.csv"))
     torch.set_num_threads(1)
     assert sorted(set(curves[0].step)) == [0, 3, 6]
@@ -199,7 +205,7 @@ def test_stage_given_a_truncated_checkpoint_names_the_file(tiny_cfg, tiny_data, 
     weights = tmp_path / "teacher" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])
     with pytest.raises(ValueError, match=f"corrupt checkpoint weights {weights}"):
-        stages.noise(str(tmp_path / "teacher"), str(tmp_path / "noised"), alpha=0.5)
+        distill_stage.noise(str(tmp_path / "teacher"), str(tmp_path / "noised"), init_name(0.5, 0.1), seed=0)
     assert not (tmp_path / "noised").exists()
 
 
@@ -283,8 +289,7 @@ def test_sigkilled_pretraining_reruns_to_the_same_result(tmp_path):
     assert rec.pop("data") != ref_rec.pop("data") and rec == ref_rec  # same tokens and FLOPs; own data paths
     metrics = []
     for d in (base, ref_base):  # the evaluate stage's metrics before any attack
-        stages.evaluate(str(d), str(d.parents[1] / "data" / "eval.jsonl"), [], str(d / "eval.csv"), "base",
-                        precision="fp32", device="cpu")
+        attack_stage.evaluate(str(d), str(d.parents[1] / "data" / "eval.jsonl"), str(d / "eval.csv"), "base", RUNTIME)
         metrics.append(pd.read_csv(d / "eval.csv"))
     torch.set_num_threads(1)
     pd.testing.assert_frame_equal(metrics[0], metrics[1], check_exact=True)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from pipeline_py import study
 from pipeline_py.report import describe, load_curves, worst_case
 
 
@@ -40,7 +42,10 @@ def test_worst_case_takes_the_lr_with_the_highest_seed_averaged_forget_accuracy(
     assert wc.loc[10, "acc_retain"] == pytest.approx(0.2)
 
 
-def write_curve(path, forget: float) -> str:
+def write_curve(root, model: str, seed: int, forget: float) -> str:
+    """A one-row attack curve (forget data, lr 0.001, attack seed 0) where the workflow writes it under `root`
+    (`<results>/<setting>`)."""
+    path = Path(study.curve(str(root), model, "forget", 0.001, 0, seed))
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame([{"step": 0, "metric": "acc_forget", "value": forget, "lr": 0.001, "seed": 0}]).to_csv(path,
                                                                                                         index=False)
@@ -48,17 +53,19 @@ def write_curve(path, forget: float) -> str:
 
 
 def test_load_curves_reads_seed_and_model_from_the_path(tmp_path):
-    p = write_curve(tmp_path / "res/arithmetic/seed3/attack/base/maxent/undo_a0.5_b0.1/lr0.001_s0.csv", 0.25)
+    p = write_curve(tmp_path / "res/arithmetic", "base/maxent/undo_a0.5_b0.1", 3, 0.25)
+    assert p == str(tmp_path / "res/arithmetic/seed3/attack/base/maxent/undo_a0.5_b0.1/forget_lr0.001_s0.csv")
     df = load_curves([p])
     assert df.loc[0, "seed"] == 3 and df.loc[0, "model"] == "base/maxent/undo_a0.5_b0.1"
     assert df.loc[0, "aseed"] == 0 and df.loc[0, "value"] == 0.25
+    assert df.loc[0, "data"] == "forget"  # from the file name when the curve has no data column
 
 
 def test_load_curves_seed_ignores_a_seed_like_results_root(tmp_path):
-    p = write_curve(tmp_path / "runs/seed7/arithmetic/seed3/attack/base/lr0.001_s0.csv", 0.5)
+    p = write_curve(tmp_path / "runs/seed7/arithmetic", "base", 3, 0.5)
     assert load_curves([p]).loc[0, "seed"] == 3
 
 
 def test_load_curves_model_ignores_an_attack_folder_in_the_results_root(tmp_path):
-    p = write_curve(tmp_path / "attack/runs/arithmetic/seed0/attack/base/lr0.001_s0.csv", 0.5)
+    p = write_curve(tmp_path / "attack/runs/arithmetic", "base", 0, 0.5)
     assert load_curves([p]).loc[0, "model"] == "base"

@@ -11,15 +11,19 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from pipeline_py import stages
 from pipeline_py.batches import PackedStream, read_jsonl
-from pipeline_py.model import build_model
 from pipeline_py.checkpoint import make_record, save_checkpoint
+from pipeline_py.config import Distill, Runtime
+from pipeline_py.model import ModelConfig, build_model
 from pipeline_py.resume import RESUME_NAME, Resume, fingerprint
+from pipeline_py.stages import distill as distill_stage
+from pipeline_py.stages import pretrain as pretrain_stage
 from pipeline_py.train import TrainConfig, train
 
 MODEL = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 64}
 PRETRAIN = {"steps": 24, "lr": 3e-3, "batch_size": 4, "seq_len": 32, "warmup": 3, "save_every": 5}
+RUNTIME = Runtime(precision="fp32", threads=1, device="cpu")
+STAGE_OF = {"lm_loss": pretrain_stage, "forward_kl": distill_stage}  # the stage module that calls each helper
 
 
 class Crash(RuntimeError):
@@ -27,8 +31,10 @@ class Crash(RuntimeError):
 
 
 def crash_at(monkeypatch, name: str, call: int) -> None:
-    """Make stages.`name` (a loss helper) raise Crash on its `call`-th call (1-based)."""
-    real, calls = getattr(stages, name), []
+    """Make the stage's `name` (a loss helper: lm_loss of pretrain, forward_kl of distill) raise Crash on its
+    `call`-th call (1-based)."""
+    module = STAGE_OF[name]
+    real, calls = getattr(module, name), []
 
     def wrapped(*a, **k):
         calls.append(1)
@@ -36,7 +42,7 @@ def crash_at(monkeypatch, name: str, call: int) -> None:
             raise Crash(f"killed during step {call}")
         return real(*a, **k)
 
-    monkeypatch.setattr(stages, name, wrapped)
+    monkeypatch.setattr(module, name, wrapped)
 
 
 def weights(ckpt) -> dict[str, torch.Tensor]:
@@ -50,8 +56,8 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def run_pretrain(tiny_data, out, **over):
-    stages.pretrain(str(tiny_data / "train.jsonl"), str(out), MODEL, {**PRETRAIN, **over}, precision="fp32",
-                    seed=0, threads=1, device="cpu")
+    pretrain_stage.pretrain(str(tiny_data / "train.jsonl"), str(tiny_data / "tokenizer.json"), str(out),
+                            ModelConfig(**MODEL), TrainConfig(**{**PRETRAIN, **over}), RUNTIME, seed=0)
     torch.set_num_threads(1)
 
 
@@ -179,9 +185,9 @@ def teacher_student(tiny_data, tiny_cfg, tmp_path):
 
 
 def run_distill(tiny_data, teacher, student, out, stop_within=None):
-    stages.distill(str(teacher), str(student), str(tiny_data / "train.jsonl"), str(tiny_data / "eval.jsonl"),
-                   str(out), {"steps": 16, "lr": 3e-3, "batch_size": 4, "seq_len": 32, "warmup": 2, "save_every": 4},
-                   stop_within=stop_within, check_every=6, precision="fp32", seed=0, threads=1, device="cpu")
+    distill_stage.distill(str(teacher), str(student), str(tiny_data / "train.jsonl"), str(tiny_data / "eval.jsonl"),
+                          str(out), Distill(steps=16, lr=3e-3, batch_size=4, seq_len=32, warmup=2, save_every=4,
+                                            stop_within=stop_within, check_every=6), RUNTIME, seed=0)
     torch.set_num_threads(1)
 
 

@@ -128,13 +128,16 @@ def test_pretrain_is_deterministic_for_a_seed(tiny_data, tmp_path):
     """Two pretraining runs with the same config and seed write bit-identical weights; another seed differs."""
     from safetensors.torch import load_file
 
-    from pipeline_py import stages
+    from pipeline_py.config import Runtime
+    from pipeline_py.model import ModelConfig
+    from pipeline_py.stages.pretrain import pretrain
 
     model = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 64}
     train_cfg = {"steps": 15, "lr": 3e-3, "batch_size": 4, "seq_len": 32, "warmup": 3}
     for run, seed in (("a", 0), ("b", 0), ("c", 1)):
-        stages.pretrain(str(tiny_data / "train.jsonl"), str(tmp_path / run), model, train_cfg,
-                        precision="fp32", seed=seed, threads=1, device="cpu")
+        pretrain(str(tiny_data / "train.jsonl"), str(tiny_data / "tokenizer.json"), str(tmp_path / run),
+                 ModelConfig(**model), TrainConfig(**train_cfg), Runtime(precision="fp32", threads=1, device="cpu"),
+                 seed=seed)
     a, b, c = (load_file(tmp_path / run / "model.safetensors") for run in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -147,17 +150,20 @@ def test_bf16_and_fp32_pretraining_reach_the_same_accuracy(tiny_data, tok, tmp_p
     and slower, but its numerics are the same)."""
     from safetensors.torch import load_file
 
-    from pipeline_py import stages
     from pipeline_py.checkpoint import load_checkpoint
+    from pipeline_py.config import Runtime
     from pipeline_py.evaluation import Evaluator
+    from pipeline_py.model import ModelConfig
+    from pipeline_py.stages.pretrain import pretrain
 
     model = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 64}
     train_cfg = {"steps": 300, "lr": 3e-3, "batch_size": 16, "seq_len": 32, "warmup": 10, "weight_decay": 0.1}
     evaluator = Evaluator(tok, read_jsonl(tiny_data / "eval.jsonl"))
     results, weights = {}, {}
     for precision in ("fp32", "bf16"):
-        stages.pretrain(str(tiny_data / "train.jsonl"), str(tmp_path / precision), model, train_cfg,
-                        precision=precision, seed=0, threads=1, device="cpu")
+        pretrain(str(tiny_data / "train.jsonl"), str(tiny_data / "tokenizer.json"), str(tmp_path / precision),
+                 ModelConfig(**model), TrainConfig(**train_cfg), Runtime(precision=precision, threads=1, device="cpu"),
+                 seed=0)
         weights[precision] = load_file(tmp_path / precision / "model.safetensors")
         results[precision] = evaluator(load_checkpoint(tmp_path / precision)[0])
     assert all(w.dtype == torch.float32 for ws in weights.values() for w in ws.values())

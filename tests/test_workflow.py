@@ -12,6 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from snakemake.utils import update_config
+
+from pipeline_py import study
+from pipeline_py.config import Study
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -60,20 +64,28 @@ def scheduled_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
+def merged_config(*files: Path, **overrides) -> dict:
+    """config.yaml with `files` merged over it as Snakemake merges --configfile files (a mapping merges key by
+    key, a list or a value replaces), then the `--config` overrides."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    for f in files:
+        update_config(cfg, yaml.safe_load(Path(f).read_text()) or {})
+    update_config(cfg, overrides)
+    return cfg
+
+
 def tiny_config() -> dict:
-    return yaml.safe_load(TINY.read_text())
+    """The tiny study's whole config (configs/tiny.yaml over config.yaml)."""
+    return merged_config(TINY)
 
 
-def tiny_models(cfg: dict) -> list[str]:
-    """Model ids of the tiny study, as the workflow names them."""
-    beta = cfg["noise"]["beta"]
-    inits = [f"a{a}_b{beta}" for a in cfg["noise"]["alphas"]]
-    inits += ["fresh"] if cfg["noise"]["fresh_init"] else []
-    out = ["base", "oracle"] + [f"base/{m}" for m in cfg["unlearn"]["methods"]]
-    out += [f"base/{m}/undo_{i}" for m in cfg["noise"]["methods"] for i in inits]
-    if "era" in cfg:
-        out += ["routed/era"] + [f"routed/era/undo_a{a}_b{beta}" for a in cfg["era"]["undo_alphas"]]
-    return out + [f"oracle/match_{s}" for s in cfg["oracle_match"]["inits"]]
+def tiny_study() -> Study:
+    return Study.from_dict(tiny_config())
+
+
+def tiny_models() -> list[str]:
+    """Model ids of the tiny study, as pipeline_py.study names them (attacked and evaluated)."""
+    return study.models(tiny_study())
 
 
 # ------------------------------------------------------------------------------------------ dry run
@@ -84,57 +96,71 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
     proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY),
                          "--config", f"results={tmp_path}")
     assert proc.returncode == 0, output_of(proc)
-    cfg = tiny_config()
-    n_methods, n_undo = len(cfg["unlearn"]["methods"]), len(cfg["noise"]["methods"])
-    n_inits = len(cfg["noise"]["alphas"]) + int(cfg["noise"]["fresh_init"])
-    n_models = len(tiny_models(cfg))
-    n_match = len(cfg["oracle_match"]["inits"])
-    n_era = len(cfg["era"]["undo_alphas"])  # ERA + UNDO students
+    s = tiny_study()
+    n_methods, n_undo = len(s.unlearn.methods), len(study.undo_methods(s))
+    n_inits = len(s.noise.alphas) + int(s.noise.fresh_init)
+    assert n_methods == 7 and n_undo == 2 and n_inits == 2  # tiny.yaml runs every method, UNDO on two of them
+    models = tiny_models()
+    n_models = len(models)
+    n_match = len(s.oracle_match.inits)
+    n_era = len(s.era.undo_alphas)  # ERA + UNDO students
     assert n_models == 2 + n_methods + n_undo * n_inits + n_match + 1 + n_era
-    attack = cfg["attack"]
+    attack = s.attack
     expected = {"make_data": 1, "filter_data": 1, "pretrain": 1, "pretrain_oracle": 1, "unlearn": n_methods,
                 "pretrain_routed": 1, "ablate": 1,
                 "noise": n_undo * n_inits + n_era, "distill": n_undo * n_inits + n_era, "oracle_fresh_init": 1,
                 "match_oracle": n_match,
-                "relearn": n_models * len(attack["lrs"]) * len(attack["seeds"]) * len(attack["data"]),
+                "relearn": n_models * len(attack.lrs) * len(attack.seeds) * len(attack.data),
                 "evaluate": n_models, "summarize": 1, "pareto_plot": 1}
     assert job_stats(proc.stdout + proc.stderr) == expected, output_of(proc)
-    evaluated = {wc["model"] for rule, wc in scheduled_jobs(proc.stdout + proc.stderr) if rule == "evaluate"}
-    assert evaluated == set(tiny_models(cfg))
+    jobs = scheduled_jobs(proc.stdout + proc.stderr)
+    evaluated = {wc["model"] for rule, wc in jobs if rule == "evaluate"}
+    assert evaluated == set(models)
+    assert all(re.fullmatch(study.WILDCARDS["model"], m) for m in evaluated)
+    # every attack run of every model, as pipeline_py.study names them
+    runs = {(wc["model"], wc["adata"], float(wc["lr"]), int(wc["aseed"])) for rule, wc in jobs if rule == "relearn"}
+    assert runs == {(m, d, lr, a) for m in models for d in attack.data for lr in attack.lrs for a in attack.seeds}
+    # the ledger's checkpoints: the models and the noised starts, each written by exactly one job
+    noised = {f"{wc['root']}/{wc['method']}/noised_{wc['init']}" for rule, wc in jobs if rule == "noise"}
+    assert noised | {"oracle/noised_fresh"} == set(study.checkpoints(s)) - set(models)
     assert not any(tmp_path.iterdir()), "a dry run must not write outputs"
 
 
 # ------------------------------------------------------------------- bad configs fail at DAG build
 
-BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must appear in the error output:
-    # the key path, the bad value, what is allowed)
-    "alpha_above_one": ("noise: {alphas: [1.5], beta: 0.1, fresh_init: true}", ["alphas", "1.5", "maximum of 1"]),
+BAD_CONFIGS = {  # id: (YAML merged over configs/tiny.yaml, texts that must appear in the error output:
+    # the key path, the bad value, what is allowed). The JSON schema (generated from pipeline_py/config.py)
+    # answers first, in Snakemake's words; the checks across keys come from pipeline_py.config.Study.
+    "alpha_above_one": ("noise: {alphas: [1.5]}", ["alphas", "1.5", "maximum of 1"]),
     "unknown_top_level_key": ("bogus_key: 1", ["bogus_key", "Additional properties are not allowed"]),
     "undo_of_a_missing_method": ("noise: {methods: [maxent, ascent]}", ["noise.methods", "ascent", "allowed"]),
     "unknown_nested_key": ("distill: {stepz: 5}", ["distill", "stepz", "Additional properties are not allowed"]),
     "wrong_type": ("pretrain: {steps: many}", ["['pretrain']['steps']", "many", "is not of type 'integer'"]),
     "unknown_setting": ("setting: chess", ["['setting']", "chess", "['arithmetic', 'language', 'wmdp']"]),
-    "unknown_method": ("unlearn: {batch_size: 8, methods: {nope: {}}}", ["unlearn.methods", "nope", "available"]),
-    "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps", "minimum of 1"]),
+    "setting_without_its_data": ("setting: language", ["language", "is a required property"]),
+    "unknown_method": ("unlearn: {methods: [nope], hparams: {nope: {}}}",
+                       ["unlearn.hparams.nope", "nope", "available"]),
+    "method_without_hparams": ("unlearn: {methods: [maxent, sneaky]}",
+                               ["unlearn.methods", "sneaky", "no entry in unlearn.hparams"]),
+    "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps", "minimum of 0"]),
     "negative_save_every": ("pretrain: {save_every: -1}", ["['pretrain']['save_every']", "-1", "minimum of 0"]),
-    "empty_attack_lrs": ("attack: {lrs: [], seeds: [0], steps: 10, eval_every: 5}", ["attack", "lrs", "[]",
-                                                                                     "non-empty"]),
-    "unknown_attack_data": ("attack: {lrs: [1.0e-3], data: [forget, retain], seeds: [0], steps: 10, eval_every: 5}",
+    "empty_attack_lrs": ("attack: {lrs: []}", ["attack", "lrs", "[]", "non-empty"]),
+    "unknown_attack_data": ("attack: {data: [forget, retain]}",
                             ["['attack']['data']", "retain", "['forget', 'mix']"]),
-    "mix_fraction_one": ("attack: {lrs: [1.0e-3], mix_forget_fraction: 1.0, seeds: [0], steps: 10, eval_every: 5}",
-                         ["mix_forget_fraction", "1.0", "maximum of 1"]),
+    "mix_fraction_one": ("attack: {mix_forget_fraction: 1.0}", ["mix_forget_fraction", "1.0", "maximum of 1"]),
     "unknown_oracle_match_init": ("oracle_match: {inits: [oracle]}", ["['oracle_match']['inits']", "oracle",
                                                                       "['base', 'fresh']"]),
-    "unknown_method_hyperparameter": ("unlearn: {methods: {maxent: {steps: 5, lr: 3.0e-4, temperature: 2.0}}}",
-                                      ["unlearn.methods.maxent", "temperature"]),
-    "negative_beta": ("noise: {alphas: [0.5], beta: -0.2}", ["beta", "-0.2", "minimum of 0"]),
-    # combinations each valid alone, impossible together (checked by pipeline_py.config_checks)
-    "heads_do_not_divide_width": ("model: {d_model: 30, n_heads: 4}", ["model.d_model", "30", "divisible by model.n_heads"]),
+    "unknown_method_hyperparameter": ("unlearn: {hparams: {maxent: {temperature: 2.0}}}",
+                                      ["unlearn.hparams.maxent", "temperature"]),
+    "negative_beta": ("noise: {beta: -0.2}", ["beta", "-0.2", "minimum of 0"]),
+    # combinations each valid alone, impossible together (checked by Study.check and the sections' check())
+    "heads_do_not_divide_width": ("model: {d_model: 30, n_heads: 4}", ["model.d_model", "30",
+                                                                       "divisible by n_heads = 4"]),
     "sequence_longer_than_context": ("attack: {seq_len: 128}", ["attack.seq_len", "128", "model.max_len = 64",
-                                                                "allowed: 1..64"]),
+                                                                "at most"]),
     "budget_beyond_attack": ("report: {budgets: [0, 50]}", ["report.budgets", "[50]", "attack.steps = 10",
-                                                            "allowed: 0..10"]),
-    "era_layer_beyond_model": ("era: {layers: [0, 2]}", ["era.layers", "[2]"]),
+                                                            "exceed"]),
+    "era_layer_beyond_model": ("era: {layers: [0, 2]}", ["era.layers", "[2]", "model.n_layers = 2"]),
     "era_unknown_key": ("era: {layers: [0], bogus_routing: 1}", ["era", "bogus_routing"]),
 }
 
@@ -142,6 +168,8 @@ BAD_CONFIGS = {  # id: (YAML layered over configs/tiny.yaml, texts that must app
 # Configs the schema accepts and the workflow must plan (id: YAML layered over configs/tiny.yaml).
 EDGE_CONFIGS = {
     "tiny_alpha": "noise: {alphas: [0.00005], beta: 0.1, fresh_init: false}",  # str(5e-05) is '5e-05'
+    # a list replaces config.yaml's; the hparams of the methods left out stay (merged) and are not run
+    "one_method": "unlearn: {methods: [graddiff]}\nnoise: {methods: [graddiff]}",
 }
 
 
@@ -181,6 +209,19 @@ def test_bad_config_fails_at_dag_build_naming_the_key(config_dry_runs, case):
 def test_small_alpha_accepted_by_the_schema_builds_the_dag(config_dry_runs):
     _, proc = config_dry_runs["tiny_alpha"]
     assert proc.returncode == 0, output_of(proc)
+    text = proc.stdout + proc.stderr
+    inits = {wc["init"] for rule, wc in scheduled_jobs(text) if rule == "noise" and wc["root"] == "base"}
+    assert inits == {"a5e-05_b0.1"}, output_of(proc)
+
+
+def test_a_method_list_replaces_the_default_one(config_dry_runs):
+    """`unlearn.methods` in a --configfile replaces config.yaml's list (lists are not merged)."""
+    _, proc = config_dry_runs["one_method"]
+    assert proc.returncode == 0, output_of(proc)
+    text = proc.stdout + proc.stderr
+    assert {wc["method"] for rule, wc in scheduled_jobs(text) if rule == "unlearn"} == {"graddiff"}
+    assert {wc["method"] for rule, wc in scheduled_jobs(text) if rule == "distill" and wc["root"] == "base"} == {
+        "graddiff"}
 
 
 def test_lint_is_clean():
@@ -206,9 +247,9 @@ def e2e_run(tmp_path_factory):
 def test_e2e_summary_table(e2e_run):
     """summary.csv: one row per model x budget, finite accuracies in [0, 1], positive compute, oracle = 1;
     models.csv one row per model; the ledger lists every checkpoint with positive FLOPs for trained ones."""
-    cfg = tiny_config()
+    cfg = tiny_study()
     summary = pd.read_csv(e2e_run / "arithmetic" / "summary.csv")  # results/<setting>/summary.csv
-    expected = {(m, b) for m in tiny_models(cfg) for b in cfg["report"]["budgets"]}
+    expected = {(m, b) for m in tiny_models() for b in cfg.report.budgets}
     assert len(summary) == len(expected)
     assert set(zip(summary.model, summary.budget)) == expected
     for col in ("forget_attacked", "retain_before", "compute_fraction"):
@@ -218,12 +259,13 @@ def test_e2e_summary_table(e2e_run):
     assert (summary.compute_fraction > 0).all()
     assert (summary[summary.model == "oracle"].compute_fraction == 1.0).all()
     assert (summary.attack_step <= summary.budget).all()
-    assert set(summary.worst_lr) <= set(cfg["attack"]["lrs"])
-    assert set(summary.worst_data) <= set(cfg["attack"]["data"])
+    assert set(summary.worst_lr) <= set(cfg.attack.lrs)
+    assert set(summary.worst_data) <= set(cfg.attack.data)
     assert (summary[summary.model.str.startswith("oracle")].labeled_fraction == 1.0).all()
     models = pd.read_csv(e2e_run / "arithmetic" / "models.csv")
-    assert sorted(models.model) == sorted(tiny_models(cfg))
+    assert sorted(models.model) == sorted(tiny_models())
     ledger = pd.read_csv(e2e_run / "arithmetic" / "compute.csv").set_index("model")
+    assert sorted(ledger.index) == sorted(study.checkpoints(cfg))  # every checkpoint, noised starts included
     trained = ledger[ledger.stage != "noise"]
     assert (trained.flops > 0).all() and (ledger.lineage_flops >= ledger.flops).all()
     assert ledger.loc["oracle/match_base", "lineage_flops"] == (
@@ -243,8 +285,8 @@ def test_e2e_figures_exist_as_png_and_pdf(e2e_run):
 def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
     """With one more α, a dry run over the same results plans only noise/distill/relearn/evaluate of the new
     α's models (the methods of noise.methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
-    cfg = tiny_config()
-    old, new = cfg["noise"]["alphas"], 0.7
+    cfg = tiny_study()
+    old, new = list(cfg.noise.alphas), 0.7
     assert new not in old
     extra = tmp_path / "more_alphas.yaml"
     extra.write_text(yaml.safe_dump({"noise": {"alphas": [*old, new]}}))
@@ -252,12 +294,15 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
                          "--config", f"results={e2e_run}")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
-    methods = cfg["noise"]["methods"]
-    runs_per_model = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]) * len(cfg["attack"]["data"])
+    methods = study.undo_methods(cfg)
+    runs_per_model = len(study.curves("r", cfg, 0, "base"))
+    assert runs_per_model == len(cfg.attack.lrs) * len(cfg.attack.seeds) * len(cfg.attack.data)
     assert job_stats(text) == {"noise": len(methods), "distill": len(methods), "relearn": len(methods) * runs_per_model,
                                "evaluate": len(methods), "summarize": 1, "pareto_plot": 1}, output_of(proc)
-    init = f"a{new}_b{cfg['noise']['beta']}"
-    new_models = {f"base/{m}/undo_{init}" for m in methods}
+    init = study.init_name(new, cfg.noise.beta)
+    grown = Study.from_dict(merged_config(TINY, extra))
+    new_models = set(study.models(grown)) - set(tiny_models())
+    assert new_models == {f"base/{m}/undo_{init}" for m in methods}
     for rule, wc in scheduled_jobs(text):
         if rule in ("noise", "distill"):
             assert wc["init"] == init, (rule, wc)
@@ -288,15 +333,16 @@ def test_e2e_html_report_holds_every_figure_with_its_caption(e2e_run, tmp_path):
 def test_e2e_adding_an_era_alpha_reruns_only_its_student(e2e_run, tmp_path):
     """One more ERA + UNDO α plans only that student's noise, distill, attacks, evaluation and pareto_plot:
     the routed pretraining and the ablation are not redone."""
-    cfg = tiny_config()
+    cfg = tiny_study()
     extra = tmp_path / "more_era_alphas.yaml"
-    extra.write_text(yaml.safe_dump({"era": {"undo_alphas": [*cfg["era"]["undo_alphas"], 0.3]}}))
+    extra.write_text(yaml.safe_dump({"era": {"undo_alphas": [*cfg.era.undo_alphas, 0.3]}}))
     proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY), str(extra),
                          "--config", f"results={e2e_run}")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
-    runs = len(cfg["attack"]["lrs"]) * len(cfg["attack"]["seeds"]) * len(cfg["attack"]["data"])
+    runs = len(cfg.attack.lrs) * len(cfg.attack.seeds) * len(cfg.attack.data)
     assert job_stats(text) == {"noise": 1, "distill": 1, "relearn": runs, "evaluate": 1, "summarize": 1,
                                "pareto_plot": 1}, output_of(proc)
-    new = f"routed/era/undo_a0.3_b{cfg['noise']['beta']}"
+    new = f"routed/era/undo_{study.init_name(0.3, cfg.noise.beta)}"
+    assert set(study.models(Study.from_dict(merged_config(TINY, extra)))) - set(tiny_models()) == {new}
     assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == {new}

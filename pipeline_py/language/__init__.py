@@ -125,7 +125,7 @@ def fit(tok: Tokenizer, text: str, max_tokens: int) -> list[str]:
         return [text] if text.strip() else []
     cut = enc.offsets[len(enc.ids) // 2][0]
     if cut <= 0 or cut >= len(text):  # a single character longer than the budget: cannot happen for bytes
-        raise ValueError(f"data.chunk_tokens={max_tokens} is too small to hold {text[:20]!r}")
+        raise ValueError(f"language.chunk_tokens={max_tokens} is too small to hold {text[:20]!r}")
     return fit(tok, text[:cut], max_tokens) + fit(tok, text[cut:], max_tokens)
 
 
@@ -142,8 +142,8 @@ def make_data(out_dir: str | Path, data: dict, seed: int) -> dict:
                  for lang in LANGS} for s, ds in by_split.items()}
     for split, lang in (("train", "en"), ("train", "ko"), ("eval", "en"), ("eval", "ko"), ("attack", "ko")):
         if not stats[split][lang]:
-            raise ValueError(f"data: no {lang} text left in the {split} split after cleaning (source "
-                             f"{cfg.source!r}); give more documents or lower data.eval_fraction/attack_fraction")
+            raise ValueError(f"language: no {lang} text left in the {split} split after cleaning (source "
+                             f"{cfg.source!r}); give more documents or lower language.eval_fraction/attack_fraction")
     tok = train_tokenizer([p for d in by_split["train"] for p in d["paragraphs"]], cfg.vocab_size)
     save_tokenizer(tok, Path(out_dir))
     for split, ds in by_split.items():

@@ -41,8 +41,8 @@ class SourceUnavailable(RuntimeError):
 
 def unavailable(source: str, why: str) -> SourceUnavailable:
     others = [s for s in SOURCES if s != source]
-    return SourceUnavailable(f"data.source={source!r} cannot be obtained: {why}. Use another source: "
-                             f"{' or '.join(repr(s) for s in others)} (data.retain_files / data.forget_files "
+    return SourceUnavailable(f"language.source={source!r} cannot be obtained: {why}. Use another source: "
+                             f"{' or '.join(repr(s) for s in others)} (language.retain_files / language.forget_files "
                              f"for 'files')")
 
 
@@ -101,7 +101,7 @@ def debian_docs(cache_dir: str | Path, packages: list[str] | None = None) -> tup
     packages = list(packages or DEBIAN_DOCS)
     unknown = sorted(set(packages) - set(DEBIAN_DOCS))
     if unknown:
-        raise ValueError(f"data.packages: unknown packages {unknown}; known: {sorted(DEBIAN_DOCS)}")
+        raise ValueError(f"language.packages: unknown packages {unknown}; known: {sorted(DEBIAN_DOCS)}")
     cache = Path(cache_dir)
     debs = fetch_debs(cache, packages)
     root = cache / "root"
@@ -165,10 +165,10 @@ def files(retain_files: list[str], forget_files: list[str]) -> tuple[list[dict],
     docs, manifest = [], {}
     for lang, key, paths in (("en", "retain_files", retain_files), ("ko", "forget_files", forget_files)):
         if not paths:
-            raise ValueError(f"data.{key} must list at least one file for data.source='files', got {paths!r}")
+            raise ValueError(f"language.{key} must list at least one file for language.source='files', got {paths!r}")
         for p in map(Path, paths):
             if not p.is_file():
-                raise unavailable("files", f"data.{key} names {str(p)!r}, which is not a file")
+                raise unavailable("files", f"language.{key} names {str(p)!r}, which is not a file")
             docs += [{"doc": f"{p.name}{suffix}", "lang": lang, "paragraphs": paras}
                      for suffix, paras in text_documents(p)]
             manifest[str(p)] = {"sha256": sha256(p)}
