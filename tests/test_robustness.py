@@ -171,10 +171,11 @@ def test_budget_and_model_tables_by_hand(tmp_path):
 
 
 def test_seed_means_mean_and_spread():
-    t = pd.DataFrame({"seed": [0, 1, 0, 1], "model": ["a", "a", "b", "b"], "area": [0.2, 0.4, 1.0, 1.0]})
+    t = pd.DataFrame({"seed": [0, 1, 0, 1], "model": ["base", "base", "oracle", "oracle"],
+                      "area": [0.2, 0.4, 1.0, 1.0]})
     out = seed_means(t, ["model"]).set_index("model")
-    assert out.loc["a", "area"] == pytest.approx(0.3) and out.loc["a", "area_sd"] == pytest.approx(0.1)
-    assert out.loc["b", "area_sd"] == 0.0 and out.loc["a", "n_seeds"] == 2
+    assert out.loc["base", "area"] == pytest.approx(0.3) and out.loc["base", "area_sd"] == pytest.approx(0.1)
+    assert out.loc["oracle", "area_sd"] == 0.0 and out.loc["base", "n_seeds"] == 2
 
 
 def test_figures_from_the_tables_as_png_and_pdf(tmp_path):
@@ -237,18 +238,19 @@ def test_evaluator_counts_padded_positions(tiny_data, tok):
 def test_oracle_matched_into_the_base_carries_both_lineages(tiny_data, tok, tiny_cfg, tmp_path):
     """Distilling the oracle into the base: the lineage holds the base's, the oracle's and its own FLOPs,
     and the oracle's labels; the student's checks count as forward tokens."""
-    from pipeline_py import stages
     from pipeline_py.checkpoint import make_record, save_checkpoint
+    from pipeline_py.config import Distill, Runtime
+    from pipeline_py.stages.distill import distill
     from pipeline_py.model import build_model
 
     for name, seed, rec in (("base", 0, {"lineage_flops": 1000}), ("oracle", 1, {"lineage_flops": 800,
                                                                                   "lineage_labeled_examples": 50})):
         m = build_model(tiny_cfg, seed)
         save_checkpoint(m, tiny_data, tmp_path / name, make_record("pretrain", m, rec, 10))
-    stages.distill(str(tmp_path / "oracle"), str(tmp_path / "base"), str(tiny_data / "train.jsonl"),
-                   str(tiny_data / "eval.jsonl"), str(tmp_path / "match"), {"steps": 2, "lr": 1e-3, "batch_size": 2,
-                   "seq_len": 16}, stop_within=None, check_every=1, precision="fp32", device="cpu",
-                   teacher_in_lineage=False)
+    distill(str(tmp_path / "oracle"), str(tmp_path / "base"), str(tiny_data / "train.jsonl"),
+            str(tiny_data / "eval.jsonl"), str(tmp_path / "match"),
+            Distill(steps=2, lr=1e-3, batch_size=2, seq_len=16, stop_within=None, check_every=1),
+            Runtime(precision="fp32", device="cpu"), seed=0, teacher_in_lineage=False)
     rec = json.loads((tmp_path / "match" / "record.json").read_text())
     base, oracle = (json.loads((tmp_path / n / "record.json").read_text()) for n in ("base", "oracle"))
     assert rec["lineage_flops"] == rec["flops"] + base["lineage_flops"] + oracle["lineage_flops"]
