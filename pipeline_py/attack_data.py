@@ -1,9 +1,9 @@
-"""What the relearning attacker trains on: forget data only, or a forget + retain mixture.
+"""What a relearning attacker trains on, per attack family, and what the attack is scored on.
 
-The forget pool is the `attack` split (forget renderings no other split holds); the mixture adds retain
+The forget pool is the `attack` split (forget renderings no other split holds). `mix` adds retain
 examples (an attacker may also hold ordinary data, which keeps the model's retain skill alive while the
-forget skill comes back). Sampling weights make a `mix_forget_fraction` share of the examples drawn come
-from the forget pool, each operation within a pool drawn equally often.
+forget skill comes back); `retain` trains on retain examples alone; `heldout` trains on half of the pool's
+facts. Sampling weights draw each operation within a pool equally often.
 
 `split_forget_facts` cuts forget rows into two halves that share no fact (arithmetic: operand pair;
 language, WMDP: document): a held-out relearning attack finetunes on one half and evaluates on the other,
@@ -16,7 +16,7 @@ from collections import Counter
 
 from .batches import read_jsonl
 
-ATTACK_DATA = ("forget", "mix")
+FINETUNE = ("forget", "mix", "retain", "heldout")  # attack families that finetune the model
 
 
 def group_weights(rows: list[dict], share: float) -> list[float]:
@@ -25,26 +25,42 @@ def group_weights(rows: list[dict], share: float) -> list[float]:
     return [share / (len(counts) * counts[r["op"]]) for r in rows]
 
 
-def attack_mixture(attack: str, data: str = "forget", retain: str | None = None,
-                   mix_forget_fraction: float = 0.5) -> tuple[list[dict], list[float]]:
-    """The attacker's examples and their sampling weights (they sum to 1)."""
-    if data not in ATTACK_DATA:
-        raise ValueError(f"attack.data entry {data!r} is unknown; allowed: {list(ATTACK_DATA)}")
+def attack_rows(family: str, attack: str, retain: str, eval_rows: list[dict], setting: str, seed: int = 0,
+                mix_forget_fraction: float = 0.5, heldout_fraction: float = 0.5
+                ) -> tuple[list[dict], list[float], list[dict]]:
+    """What one finetuning attack trains on, with sampling weights summing to 1, and the rows it is scored on.
+
+    forget: the attack pool (forget renderings no other split holds); mix: the pool plus retain examples of
+    the training data (`mix_forget_fraction` of the draws from the pool); retain: retain examples only (an
+    attacker holding just ordinary data); heldout: one half of the pool's facts (`split_forget_facts`), scored
+    on the evaluation rows of facts that half does not hold, so nothing it recovers was shown to it."""
+    if family not in FINETUNE:
+        raise ValueError(f"attack.families entry {family!r} is not a finetuning attack; allowed: {list(FINETUNE)}")
     forget_rows = read_jsonl(attack)
     not_forget = sorted({r["op"] for r in forget_rows if not r["forget"]})
     if not_forget:
         raise ValueError(f"attack data {attack} holds retain operations {not_forget}; its pool must be forget-only")
-    if data == "forget":
-        return forget_rows, group_weights(forget_rows, 1.0)
-    if not 0 < mix_forget_fraction < 1:
-        raise ValueError(f"attack.mix_forget_fraction = {mix_forget_fraction!r} is invalid: it must lie in (0, 1)")
-    if retain is None:
-        raise ValueError("attack.data 'mix' needs a retain data file (the rule's `retain` input)")
-    retain_rows = [r for r in read_jsonl(retain) if not r["forget"]]
-    if not retain_rows:
-        raise ValueError(f"retain data file {retain} holds no retain examples for the 'mix' attack")
-    return (forget_rows + retain_rows,
-            group_weights(forget_rows, mix_forget_fraction) + group_weights(retain_rows, 1 - mix_forget_fraction))
+    if family in ("mix", "retain"):
+        retain_rows = [r for r in read_jsonl(retain) if not r["forget"]]
+        if not retain_rows:
+            raise ValueError(f"retain data file {retain} holds no retain examples for the {family!r} attack")
+    if family == "forget":
+        return forget_rows, group_weights(forget_rows, 1.0), eval_rows
+    if family == "retain":
+        return retain_rows, group_weights(retain_rows, 1.0), eval_rows
+    if family == "mix":
+        if not 0 < mix_forget_fraction < 1:
+            raise ValueError(f"attack.mix_forget_fraction = {mix_forget_fraction!r} is invalid: it must lie in (0, 1)")
+        return (forget_rows + retain_rows,
+                group_weights(forget_rows, mix_forget_fraction) + group_weights(retain_rows, 1 - mix_forget_fraction),
+                eval_rows)
+    train, _ = split_forget_facts(forget_rows, setting, seed, heldout_fraction)
+    seen = {fact_group(r, setting) for r in train}
+    scored = [r for r in eval_rows if not r["forget"] or fact_group(r, setting) not in seen]
+    if not any(r["forget"] for r in scored):
+        raise ValueError("heldout attack: every forget evaluation fact is in the attacker's half; nothing is left "
+                         "to score (give the setting more evaluation facts)")
+    return train, group_weights(train, 1.0), scored
 
 
 # ------------------------------------------------------------------ held-out facts (relearning attack)

@@ -26,6 +26,7 @@ from .train import PRECISIONS, TrainConfig
 from .wmdp_sources import WmdpConfig
 
 SETTINGS = ("arithmetic", "language", "wmdp")
+FAMILIES = ("forget", "mix", "retain", "heldout", "quant")  # attack families (pipeline_py.stages.attack)
 NAME = "[a-z][a-z0-9_]*"  # method names: they become directory names
 
 
@@ -100,13 +101,17 @@ class Distill(TrainConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Attack(Section):
-    """The relearning attack: finetuning on forget (or forget + retain) data over an LR grid."""
+    """The attacks: finetuning families over an LR grid, and weight quantization."""
 
-    lrs: list[float] = key(doc="constant AdamW LRs; the worst case over them is reported", gt=0, nonempty=True,
-                           unique=True)
-    data: list[str] = key(["forget"], "attack data: forget-only, and/or a forget + retain mixture",
-                          choices=("forget", "mix"), nonempty=True, unique=True)
+    lrs: list[float] = key(doc="constant AdamW LRs of every finetuning attack; the worst case over them is "
+                           "reported", gt=0, nonempty=True, unique=True)
+    families: list[str] = key(["forget"], "attack families: finetuning on forget data, on a forget + retain mix, "
+                              "on retain data only, on half the forget facts scored on the other (heldout), and "
+                              "weight quantization (quant, no training)", choices=FAMILIES, nonempty=True, unique=True)
     mix_forget_fraction: float = key(0.5, "share of forget examples in the mix data", gt=0, lt=1)
+    heldout_fraction: float = key(0.5, "share of the forget facts the heldout attacker does not get", gt=0, lt=1)
+    quant_bits: list[int] = key([8, 4], "bit widths of the quantization attack (round to nearest, per output "
+                                "channel)", choices=(2, 3, 4, 8), nonempty=True, unique=True)
     seeds: list[int] = key(doc="attack seeds (data order)", ge=0, nonempty=True, unique=True)
     steps: int = key(doc="attack length in optimizer steps", gt=0)
     eval_every: int = key(doc="steps between evaluations (and at step 0)", gt=0)

@@ -17,7 +17,7 @@ from . import study
 from .atomic import atomic_path
 from .config import Report
 from .settings import setting_of
-from .robustness import curve_area, robustness_ratio, steps_to_recover
+from .robustness import curve_area, mean_interval, robustness_ratio, steps_to_recover
 
 log = logging.getLogger("pipeline_py")
 KEYS = ["seed", "model"]
@@ -40,9 +40,23 @@ def load_curves(paths: list[str]) -> pd.DataFrame:
         at = study.locate("curve", p)
         df = pd.read_csv(p).rename(columns={"seed": "aseed"}).assign(seed=at["seed"], model=at["model"])
         if "data" not in df:
-            df["data"] = at["data"]
+            df["data"] = at["family"]
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def hold_zero_step_attacks(curves: pd.DataFrame) -> pd.DataFrame:
+    """A run with only step 0 (the quantization attack: no training) is open to the attacker at every budget:
+    its rows are repeated at every step the model's other runs evaluate."""
+    run = ["seed", "model", "data", "lr", "aseed"] if "aseed" in curves else ["seed", "model", "data", "lr"]
+    last = curves.groupby(run).step.transform("max")
+    zero = curves[last == 0]
+    if zero.empty:
+        return curves
+    steps = curves.groupby(["seed", "model"]).step.unique()
+    held = [zero.drop(columns="step").merge(pd.DataFrame({"seed": s, "model": m, "step": list(v)}), on=["seed", "model"])
+            for (s, m), v in steps.items()]
+    return pd.concat([curves[last > 0]] + held, ignore_index=True)
 
 
 def worst_case(curves: pd.DataFrame, forget_metric: str = "acc_forget", higher_is_better: bool = True) -> pd.DataFrame:
@@ -51,6 +65,7 @@ def worst_case(curves: pd.DataFrame, forget_metric: str = "acc_forget", higher_i
     forget metric over attack seeds. Columns: seed, model, step, lr, data, <metrics>, forget_std, n_aseeds."""
     if "data" not in curves:
         curves = curves.assign(data="forget")
+    curves = hold_zero_step_attacks(curves)
     run = ["seed", "model", "data", "lr", "step"]
     if forget_metric not in set(curves.metric):
         raise ValueError(f"forget metric {forget_metric!r} is not in the attack curves; found {sorted(set(curves.metric))}")
@@ -152,8 +167,82 @@ def seed_means(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return with_description(out.reset_index())
 
 
+def family_table(curves: pd.DataFrame, before: pd.DataFrame, forget_metric: str, retain_metric: str,
+                 higher_is_better: bool, tolerance: float = 0.05) -> pd.DataFrame:
+    """Per seed, model and attack family: the worst case over the family's runs (forget metric averaged over
+    attack seeds) at the end of the attack, and the same over only the runs that kept the retain metric within
+    `tolerance` of the model's own before the attack (points for an accuracy, a relative share for a
+    cross-entropy): the utility-constrained worst case. Rows `family` = 'worst' and 'worst_kept' take the
+    worst over families (`decided_by` names the family)."""
+    curves = hold_zero_step_attacks(curves)
+    run = ["seed", "model", "data", "lr"]
+    wide = curves.groupby(run + ["step", "metric"])["value"].mean().unstack("metric").reset_index()
+    wide = wide[wide.step == wide.groupby(["seed", "model"]).step.transform("max")]
+    start = wide.join(before[retain_metric].rename("retain_start"), on=KEYS).retain_start
+    kept = (wide[retain_metric] >= start - tolerance) if higher_is_better else \
+        (wide[retain_metric] <= start * (1 + tolerance))
+    pick = (lambda g: g.idxmax()) if higher_is_better else (lambda g: g.idxmin())
+    rows = []
+    for (seed, model), g in wide.assign(kept=kept).groupby(KEYS):
+        fam = {}
+        for family, f in g.groupby("data"):
+            best = f.loc[pick(f[forget_metric])]
+            k = f[f.kept]
+            best_k = k.loc[pick(k[forget_metric])] if len(k) else None
+            fam[family] = (best[forget_metric], best_k[forget_metric] if best_k is not None else float("nan"))
+            rows.append({"seed": seed, "model": model, "family": family, "forget": fam[family][0],
+                         "retain": best[retain_metric], "forget_kept": fam[family][1], "runs_kept": int(f.kept.sum()),
+                         "runs": len(f)})
+        for col, name in ((0, "worst"), (1, "worst_kept")):
+            vals = {k: v[col] for k, v in fam.items() if v[col] == v[col]}
+            if vals:
+                decided = (max if higher_is_better else min)(vals, key=vals.get)
+                rows.append({"seed": seed, "model": model, "family": name, "forget": vals[decided],
+                             "decided_by": decided})
+    return with_description(pd.DataFrame(rows))
+
+
+def family_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95 % t-interval half-width over seeds of every model x family row of `family_table`."""
+    rows = []
+    for (model, family), g in table.groupby(["model", "family"], sort=False):
+        out = {"model": model, "family": family, "n_seeds": g.seed.nunique()}
+        for col in ("forget", "forget_kept"):
+            if col in g and g[col].notna().any():
+                out[col], out[f"{col}_ci95"] = mean_interval(g[col].tolist())
+        if "decided_by" in g and g.decided_by.notna().any():
+            out["decided_by"] = "/".join(sorted(set(g.decided_by.dropna())))
+        rows.append(out)
+    return with_description(pd.DataFrame(rows))
+
+
+def families_markdown(intervals: pd.DataFrame, forget_metric: str) -> str:
+    """One row per model: relearned forget per family, the worst over families and the utility-constrained
+    worst, each as mean ± 95 % half-width over seeds (the family that decided it in brackets)."""
+    def cell(r, col="forget"):
+        m, h = r.get(col), r.get(f"{col}_ci95")
+        if m is None or m != m:
+            return "–"
+        by = r.get("decided_by")
+        return f"{m:.3f}" + (f" ± {h:.3f}" if h == h else "") + (f" ({by})" if isinstance(by, str) else "")
+
+    order = ["forget", "mix", "retain", "heldout"]  # then the quantization widths, widest first
+    families = sorted((f for f in set(intervals.family) if not f.startswith("worst")),
+                      key=lambda f: (order.index(f), 0) if f in order else (len(order), -int(f.removeprefix("quant") or 0)))
+    head = ["model"] + families + ["worst", "worst, retain kept"]
+    lines = [f"Relearned {forget_metric} after each attack family (mean ± 95 % interval over seeds)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, g in intervals.groupby("model", sort=False):
+        by = {r["family"]: r for r in g.to_dict("records")}
+        cells = [cell(by[f]) if f in by else "–" for f in families]
+        cells += [cell(by["worst"]) if "worst" in by else "–",
+                  cell(by["worst_kept"]) if "worst_kept" in by else "–"]
+        lines.append("| " + " | ".join([model] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summarize(evals: list[str], curves: list[str], records: list[str], eval_data: str, summary: str, models: str,
-              models_mean: str, worst: str, compute: str, cfg: Report) -> None:
+              models_mean: str, worst: str, compute: str, families: str, families_md: str, cfg: Report) -> None:
     """Stage: every model's evaluation, attack curves and compute records -> the tables the figures read.
     Metric names and direction the report section leaves null are the setting's (read from `eval_data`'s
     manifest)."""
@@ -166,14 +255,18 @@ def summarize(evals: list[str], curves: list[str], records: list[str], eval_data
     for metric in (forget_metric, retain_metric):
         if metric not in before:
             raise ValueError(f"report metric {metric!r} is not among the evaluated metrics {sorted(before.columns)}")
-    wc = worst_case(load_curves(list(curves)), forget_metric, higher_is_better)
+    all_curves = load_curves(list(curves))
+    wc = worst_case(all_curves, forget_metric, higher_is_better)
     ledger = read_records(list(records))
+    per_family = family_intervals(family_table(all_curves, before, forget_metric, retain_metric, higher_is_better))
     per_model = model_table(wc, before, ledger, forget_metric, retain_metric, higher_is_better)
     tables = {summary: budget_table(wc, before, ledger, budgets, forget_metric, retain_metric),
               models: per_model, models_mean: seed_means(per_model, ["model"]), worst: with_description(wc),
-              compute: ledger}
+              compute: ledger, families: per_family}
     for path, table in tables.items():
         with atomic_path(path) as tmp:
             table.assign(forget_metric=forget_metric, retain_metric=retain_metric,
                          higher_is_better=higher_is_better).to_csv(tmp, index=False)
+    with atomic_path(families_md) as tmp:
+        Path(tmp).write_text(families_markdown(per_family, forget_metric))
     log.info("summarize: %d models, %d budget rows", len(per_model), len(tables[summary]))

@@ -52,3 +52,21 @@ def robustness_ratio(method: float, unlearned: float, oracle: float) -> float:
     the same value whichever direction the metric points. NaN when the two references coincide."""
     gap = unlearned - oracle
     return (unlearned - method) / gap if gap != 0 else math.nan
+
+
+# two-sided 95 % quantiles of Student's t by degrees of freedom (1..30); beyond 30 the normal's 1.96 is close
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95 % t-interval over the values (seeds); the half-width is nan for one value."""
+    vals = [float(v) for v in values if not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return mean, float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    t = T95[len(vals) - 2] if len(vals) - 1 <= len(T95) else 1.96
+    return mean, t * sd / math.sqrt(len(vals))

@@ -159,7 +159,7 @@ def _build(tp, value, path: str):
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         inner = args[0]
         if isinstance(inner, type) and issubclass(inner, Section):
-            return tuple(inner.from_dict(v, f"{path}[{i}]") for i, v in enumerate(value))
+            return [inner.from_dict(v, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 

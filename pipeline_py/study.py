@@ -58,16 +58,21 @@ def parse_init(init: str) -> tuple[float | None, float | None]:
 def parse(model_id: str) -> Model:
     """The model an id names; an id outside the scheme above raises ValueError."""
     parts = model_id.split("/")
-    if parts[0] not in ROOTS or len(parts) > 3:
-        raise ValueError(f"model id {model_id!r}: expected one of the forms in pipeline_py/study.py")
+    bad = ValueError(f"model id {model_id!r}: expected one of the forms in pipeline_py/study.py")
+    if parts[0] not in ROOTS or len(parts) > 3 or (parts[0] == "routed") != (parts[1:2] == ["era"]):
+        raise bad
     if len(parts) == 1:
         return Model(model_id, parts[0])
     if parts[0] == "oracle":
+        if parts[1] == "noised_fresh" and len(parts) == 2:  # the fresh init the oracle is matched into
+            return Model(model_id, "noised", alpha=1.0)
         start = parts[1].removeprefix("match_")
         if start not in ("base", "fresh") or len(parts) != 2:
             raise ValueError(f"model id {model_id!r}: the oracle's students are oracle/match_base, oracle/match_fresh")
         return Model(model_id, "oracle_match", alpha=1.0 if start == "fresh" else 0.0)
     method = parts[1]
+    if not re.fullmatch(WILDCARDS["method"], method):
+        raise bad
     if len(parts) == 2:
         return Model(model_id, "unlearn", method, alpha=0.0)
     kind, _, init = parts[2].partition("_")
@@ -126,9 +131,9 @@ def ckpt(root: str, model="{model}", seed="{seed}") -> str:
     return f"{seed_dir(root, seed)}/models/{model}/model.safetensors"
 
 
-def curve(root: str, model="{model}", data="{adata}", lr="{lr}", aseed="{aseed}", seed="{seed}") -> str:
-    """One attack run's curve: data choice, learning rate, attack seed."""
-    return f"{seed_dir(root, seed)}/attack/{model}/{data}_lr{lr}_s{aseed}.csv"
+def curve(root: str, model="{model}", family="{family}", seed="{seed}") -> str:
+    """The curves of one attack family on a model: every learning rate and attack seed (or bit width)."""
+    return f"{seed_dir(root, seed)}/attack/{model}/{family}.csv"
 
 
 def evaluation(root: str, model="{model}", seed="{seed}") -> str:
@@ -136,20 +141,19 @@ def evaluation(root: str, model="{model}", seed="{seed}") -> str:
 
 
 def curves(root: str, study, seed, model: str) -> list[str]:
-    """The attack runs of a model: every data choice x LR x attack seed."""
-    a = study.attack
-    return [curve(root, model, d, lr, s, seed) for d in a.data for lr in a.lrs for s in a.seeds]
+    """The attack curves of a model: one file per attack family."""
+    return [curve(root, model, f, seed) for f in study.attack.families]
 
 
 _PATHS = {  # what a result path says: its seed, model id and, for a curve, the run
     "ckpt": re.compile(r".*/seed(?P<seed>\d+)/models/(?P<model>.+)/model\.safetensors"),
-    "curve": re.compile(r".*/seed(?P<seed>\d+)/attack/(?P<model>.+)/(?P<data>[a-z]+)_lr(?P<lr>[^/_]+)_s(?P<aseed>\d+)\.csv"),
+    "curve": re.compile(r".*/seed(?P<seed>\d+)/attack/(?P<model>.+)/(?P<family>[a-z]+)\.csv"),
     "evaluation": re.compile(r".*/seed(?P<seed>\d+)/eval/(?P<model>.+)\.csv"),
 }
 
 
 def locate(kind: str, path: str) -> dict:
-    """The seed and model id (and a curve's data, lr, attack seed) of a result path written by this scheme."""
+    """The seed and model id (and a curve's attack family) of a result path written by this scheme."""
     m = _PATHS[kind].fullmatch(str(path))
     if not m:
         raise ValueError(f"unexpected {kind} path {path}: expected {_PATHS[kind].pattern}")
@@ -163,9 +167,7 @@ WILDCARDS = {  # Snakemake wildcard constraints of the paths above
     "root": r"base|routed",
     "method": r"[a-z][a-z0-9_]*",
     "init": r"a[0-9.e-]+_b[0-9.e-]+|fresh",
-    "lr": r"[0-9.]+(e-?[0-9]+)?",
-    "aseed": r"\d+",
-    "adata": r"forget|mix",
+    "family": r"forget|mix|retain|heldout",
     "start": r"base|fresh",
     "model": r"(base|oracle|routed)(/[a-z][a-z0-9_]*(/undo_(a[0-9.e-]+_b[0-9.e-]+|fresh))?)?",
 }

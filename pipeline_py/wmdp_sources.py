@@ -100,7 +100,7 @@ class WmdpConfig(Section):
     def check(self):
         ops = [c.op for c in tuple(self.forget) + tuple(self.retain)]
         if len(set(ops)) != len(ops):
-            _fail("forget/retain op labels", ops, "distinct")
+            _fail("forget/retain (their op labels)", ops, "distinct op labels")
 
     @classmethod
     def parse(cls, raw: dict) -> "WmdpConfig":

@@ -8,7 +8,7 @@ cancelled job was resubmitted and its checkpoint loads and is finite. Skipped, w
 where SLURM cannot be started at all (not root, or neither SLURM nor apt-get present).
 
 The study is configs/tiny.yaml narrowed to one method, one α, one attack LR and data choice and no oracle matching
-(22 SLURM jobs and 2 local ones): every stage of the main study still runs, and the test stays within
+(23 SLURM jobs and 2 local ones): every stage of the main study still runs, and the test stays within
 a few minutes on 2 cores.
 """
 from __future__ import annotations
@@ -30,12 +30,15 @@ import torch
 import yaml
 from safetensors import safe_open
 
+from pipeline_py import study
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
 START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SMALLER = {"noise": {"alphas": [0.5], "fresh_init": False, "methods": ["maxent"]},
-           "unlearn": {"methods": {"maxent": {"steps": 5, "lr": 3.0e-4}}},  # replaces tiny.yaml's list
+           "unlearn": {"methods": ["maxent"],  # replaces config.yaml's list
+                       "hparams": {"maxent": {"steps": 5, "lr": 3.0e-4}}},  # merged over tiny.yaml's entry
            "attack": {"lrs": [3.0e-3], "data": ["forget"]}, "oracle_match": {"inits": []}}
 KILLED_RULE = "pretrain"  # the base model: the first training job, a checkpoint every later job reads
 
@@ -167,7 +170,7 @@ def test_every_non_local_job_ran_as_a_slurm_job_with_its_resources(runs):
         assert r["limit"] in ("10:00", "15:00", "30:00", "1:00:00"), r
     # the job's torch threads follow its CPUs, and pareto_plot (a local rule) never went to SLURM
     pretrain_log = (runs["slurm"] / "seed0" / "logs" / "pretrain.log").read_text()
-    assert f"'threads': {cluster['train_threads']}" in pretrain_log
+    assert re.search(rf"runtime': Runtime\([^)]*threads={cluster['train_threads']}\)", pretrain_log), pretrain_log
     assert not local_rules & {rule_of(r["comment"]) for r in runs["records"]}
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", runs["slurm_out"])
     assert set(submitted) == {r["id"] for r in runs["records"]}
@@ -212,7 +215,7 @@ def test_cancelled_job_is_resubmitted_and_its_checkpoint_is_sound(runs):
     # the checkpoint written by the retry loads with plain transformers and holds finite weights
     from transformers import AutoModelForCausalLM
 
-    ckpt, reference = (runs[k] / "seed0" / "models" / "base" for k in ("slurm", "local"))
+    ckpt, reference = (Path(study.ckpt(str(runs[k]), "base", 0)).parent for k in ("slurm", "local"))
     model = AutoModelForCausalLM.from_pretrained(ckpt)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(p.name for p in reference.iterdir())  # no leftovers

@@ -14,9 +14,13 @@ import pytest
 import torch
 import yaml
 
-from pipeline_py import stages, wmdp
+from pipeline_py import study, wmdp
 from pipeline_py.batches import read_jsonl, tokenize_examples
 from pipeline_py.checkpoint import load_checkpoint, save_checkpoint
+from pipeline_py.config import Attack, Filter, Runtime, Study
+from pipeline_py.stages.attack import relearn
+from pipeline_py.stages.data import filter_data, make_data
+from pipeline_py.stages.distill import noise
 from pipeline_py.tokenizer import load_tokenizer
 from pipeline_py.wmdp_sources import WmdpConfig, check_sources, explain
 
@@ -26,15 +30,26 @@ from wmdp_fixtures import write_config, write_fixtures, write_model  # noqa: E40
 REPO = Path(__file__).resolve().parents[1]
 
 
+def merged_paper_config(*overlays: Path, base: Path = REPO / "configs" / "wmdp.yaml") -> dict:
+    """config.yaml, then `base` and the overlays merged over it as Snakemake merges --configfile files."""
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    for f in ([] if base == REPO / "config.yaml" else [base]) + list(overlays):
+        update_config(cfg, yaml.safe_load(Path(f).read_text()))
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def wm(tmp_path_factory):
     """Fixtures, the data directory (make_data + filter_data) and the loaded base checkpoint."""
     root = tmp_path_factory.mktemp("wmdp")
     cfg = write_fixtures(root / "fx")
     data = root / "data"
-    stages.make_data(str(data), cfg, seed=0, setting="wmdp")
-    stages.filter_data(str(data / "train.jsonl"), str(data / "oracle.jsonl"), str(data / "forget.jsonl"),
-                       str(data / "retain.jsonl"), n_labeled=16)
+    make_data(str(data / "train.jsonl"), str(data / "eval.jsonl"), str(data / "attack.jsonl"),
+              str(data / "tokenizer.json"), cfg, setting="wmdp", seed=0)
+    filter_data(str(data / "train.jsonl"), str(data / "oracle.jsonl"), str(data / "forget.jsonl"),
+                str(data / "retain.jsonl"), Filter(n_labeled=16), seed=0)
     wmdp.load_base(str(data / "tokenizer.json"), str(root / "base"), cfg["base"], pretrain_tokens=1e6)
     return {"root": root, "cfg": cfg, "data": data, "base": root / "base"}
 
@@ -43,13 +58,16 @@ def wm(tmp_path_factory):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"colour": 1}, "wmdp: keys ['colour']"),
-    ({"forget": []}, "wmdp.forget"),
-    ({"forget": [{"op": "bio", "path": "json"}]}, "wmdp.forget[0].data_files"),
-    ({"eval_fraction": 0.7}, "wmdp.eval_fraction = 0.7"),
-    ({"chunk_tokens": 0}, "wmdp.chunk_tokens = 0"),
-    ({"lm_eval": {"limit": 0}}, "wmdp.lm_eval.limit = 0"),
-    ({"lm_eval": {"retain_tasks": {}}}, "wmdp.lm_eval.retain_tasks"),
+    ({"colour": 1}, "wmdp.colour: unknown key; allowed keys of wmdp: ['attack_fraction', 'base',"),
+    ({"forget": []}, "wmdp.forget = "),
+    ({"forget": [{"op": "bio", "path": "json"}]}, "wmdp.forget[0].data_files = None is invalid"),
+    ({"forget": [{"op": "bio", "path": "json", "data_files": "f.json", "colour": 1}]},
+     "wmdp.forget[0].colour: unknown key"),
+    ({"retain": [{"op": "bio", "path": "json", "data_files": "r.json"}]}, "['bio', 'bio']"),
+    ({"eval_fraction": 0.7}, "wmdp.eval_fraction = 0.7 is invalid: it must be a number (> 0, < 0.5)"),
+    ({"chunk_tokens": 0}, "wmdp.chunk_tokens = 0 is invalid"),
+    ({"lm_eval": {"limit": 0}}, "wmdp.lm_eval.limit = 0 is invalid"),
+    ({"lm_eval": {"retain_tasks": {}}}, "wmdp.lm_eval.retain_tasks = {} is invalid"),
 ])
 def test_bad_config_names_the_key(tmp_path, change, message):
     raw = {"base": "x", "forget": [{"op": "bio", "path": "json", "data_files": "f.json"}],
@@ -92,11 +110,11 @@ def test_gated_and_missing_repos_are_told_apart(monkeypatch):
     assert "was not found (misspelled, private or missing): HOW" in missing
 
 
-def test_dag_build_fails_before_any_job_when_the_model_cannot_be_loaded(tmp_path):
-    """`snakemake -n` on the paper config with no network: the error names the gated/uncached model and
-    data sets, and nothing is written."""
+def test_run_fails_before_any_job_when_the_model_cannot_be_loaded(tmp_path):
+    """`snakemake` (a real run, not a dry run: planning skips the source checks) on the paper config with no
+    network: the error names the gated/uncached model and data sets, and nothing is written."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "pareto_plot", "--configfile",
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "pareto_plot", "--configfile",
                            str(REPO / "configs" / "wmdp.yaml"), "--config", f"results={tmp_path / 'out'}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)  # a busy machine
     assert proc.returncode != 0
@@ -104,6 +122,20 @@ def test_dag_build_fails_before_any_job_when_the_model_cannot_be_loaded(tmp_path
     assert "the wmdp setting cannot load its sources" in err
     assert "wmdp.base = 'google/gemma-2-2b' cannot be loaded offline" in err
     assert "wmdp.forget[0].path = 'cais/wmdp-bio-forget-corpus'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_plans_without_the_sources(tmp_path):
+    """`snakemake -n` on the paper config, offline and with no model weights or corpora anywhere, plans
+    the study (a cluster run is planned on a login node without the weights)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "pareto_plot", "--configfile",
+                           str(REPO / "configs" / "wmdp.yaml"), "--config", f"results={tmp_path / 'out'}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "cannot load its sources" not in text
+    assert {rule for rule, _ in planned_jobs(text)} >= {"load_base", "unlearn", "distill", "relearn", "pareto_plot"}
     assert not (tmp_path / "out").exists()
 
 
@@ -135,7 +167,9 @@ def test_paper_config_plans_its_study_with_gpu_jobs(tmp_path):
     counts = {}
     for rule, _ in jobs:
         counts[rule] = counts.get(rule, 0) + 1
+    paper_study = Study.from_dict(merged_paper_config(overlay))
     models = 1 + 2 + 2  # base; rmu, maxent; their UNDO students
+    assert len(study.models(paper_study)) == models and not paper_study.oracle
     assert counts == {"make_data": 1, "filter_data": 1, "load_base": 1, "unlearn": 2, "noise": 2, "distill": 2,
                       "relearn": models * 3, "evaluate": models, "summarize": 1, "pareto_plot": 1}
     paper = yaml.safe_load((REPO / "configs" / "wmdp.yaml").read_text())
@@ -207,7 +241,7 @@ def test_wrapper_gives_logits_and_hidden_states_of_any_architecture(tmp_path):
 
 
 def test_noise_with_beta_zero_is_a_pure_shrink(wm, tmp_path):
-    stages.noise(str(wm["base"]), str(tmp_path / "n"), alpha=0.25, beta=0.0)
+    noise(str(wm["base"]), str(tmp_path / "n"), study.init_name(0.25, 0.0), seed=0)
     (a, _), (b, _) = load_checkpoint(wm["base"]), load_checkpoint(tmp_path / "n")
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
     assert pa.keys() == pb.keys() and all(torch.equal(pb[k], pa[k] * 0.75) for k in pa)
@@ -238,8 +272,10 @@ def test_lm_eval_accuracy_equals_a_hand_computed_argmax(wm):
 
 def test_attack_on_forget_data_lowers_forget_ce(wm, tmp_path):
     out = tmp_path / "curve.csv"
-    stages.relearn(str(wm["base"]), str(wm["data"] / "attack.jsonl"), str(wm["data"] / "eval.jsonl"), str(out),
-                   lr=3e-3, steps=6, eval_every=6, batch_size=4, seq_len=48, precision="fp32")
+    relearn(str(wm["base"]), str(wm["data"] / "attack.jsonl"), str(wm["data"] / "train.jsonl"),
+            str(wm["data"] / "eval.jsonl"), str(out),
+            Attack(lrs=[3e-3], seeds=[0], steps=6, eval_every=6, batch_size=4, seq_len=48), data="forget", lr=3e-3,
+            seed=0, runtime=Runtime(precision="fp32", device="cpu"))
     c = pd.read_csv(out).pivot_table(index="step", columns="metric", values="value")
     assert list(c.index) == [0, 6]
     assert c.loc[6, "ce_forget"] < c.loc[0, "ce_forget"] - 0.05
@@ -260,16 +296,18 @@ def test_e2e_wmdp_dag_on_cpu(tmp_path):
                            str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(results / "wmdp" / "summary.csv")
-    assert set(summary.model) == {"base", "base/maxent", "base/maxent/undo_a0.25_b0.0"}
+    models = study.models(Study.from_dict(merged_paper_config(config, base=REPO / "config.yaml")))
+    assert models == ["base", "base/maxent", "base/maxent/undo_a0.25_b0.0"]
+    assert set(summary.model) == set(models)
     assert summary.forget_attacked.between(0, 1).all() and summary.retain_before.between(0, 1).all()
     base = summary[summary.model == "base"].iloc[0]
     assert base.compute_fraction == 1.0  # no oracle: compute is relative to the base's pretraining
-    ev = pd.read_csv(results / "wmdp" / "seed0" / "eval" / "base" / "maxent" / "undo_a0.25_b0.0.csv")
+    ev = pd.read_csv(study.evaluation(str(results / "wmdp"), "base/maxent/undo_a0.25_b0.0", 0))
     assert {"acc_wmdp_bio", "acc_mmlu", "ce_forget", "ce_retain"} <= set(ev.metric)
     for fig in ("relearning_curves", "pareto", "robustness_vs_compute"):
         assert (results / "wmdp" / "figures" / f"{fig}.png").stat().st_size > 0
-    record = json.loads((results / "wmdp" / "seed0" / "models" / "base" / "maxent" / "undo_a0.25_b0.0" /
-                         "record.json").read_text())
+    ckpt = Path(study.ckpt(str(results / "wmdp"), "base/maxent/undo_a0.25_b0.0", 0))
+    record = json.loads((ckpt.parent / "record.json").read_text())
     assert record["backend"] == "hf" and record["stage"] == "distill"
 
 
@@ -290,5 +328,5 @@ def test_gradient_accumulation_equals_one_big_batch():
     train(nets[1], lambda: (nets[1](x) - y).pow(2).mean(), TrainConfig(steps=1, lr=0.1, grad_clip=0.0), "full")
     for a, b in zip(nets[0].parameters(), nets[1].parameters()):
         assert torch.allclose(a, b, atol=1e-6)
-    with pytest.raises(ValueError, match="grad_accum must be a positive integer"):
+    with pytest.raises(ValueError, match=re.escape("grad_accum = 0 is invalid: it must be an integer (> 0)")):
         TrainConfig(steps=1, lr=0.1, grad_accum=0)

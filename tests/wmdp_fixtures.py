@@ -109,7 +109,8 @@ def write_config(root: Path, results: Path) -> Path:
     cfg = {
         "results": str(results), "setting": "wmdp", "precision": "fp32", "device": "cpu",
         "wmdp": write_fixtures(root), "filter": {"n_labeled": 16},
-        "unlearn": {"batch_size": 4, "methods": {"maxent": {"steps": 3, "lr": 1.0e-3, "retain_weight": 1.0}}},
+        "unlearn": {"batch_size": 4, "methods": ["maxent"],
+                    "hparams": {"maxent": {"steps": 3, "lr": 1.0e-3, "retain_weight": 1.0}}},
         "noise": {"alphas": [0.25], "beta": 0.0, "fresh_init": False, "methods": ["maxent"]},
         "distill": {"steps": 4, "lr": 1.0e-3, "batch_size": 4, "seq_len": 48, "warmup": 0, "weight_decay": 0.0,
                     "stop_within": None, "check_every": 4},

@@ -47,9 +47,14 @@ def get_setting(name: str) -> ModuleType:
     return importlib.import_module(REGISTRY[name])
 
 
-def setting_of(data_file: str | Path) -> ModuleType:
-    """The setting that wrote the data directory holding `data_file` (read from its manifest.json)."""
+def setting_name(data_file: str | Path) -> str:
+    """The name of the setting that wrote the data directory holding `data_file` (from its manifest.json)."""
     manifest = Path(data_file).parent / "manifest.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"missing {manifest}: the data directory was not written by make_data")
-    return get_setting(json.loads(manifest.read_text())["setting"])
+    return json.loads(manifest.read_text())["setting"]
+
+
+def setting_of(data_file: str | Path) -> ModuleType:
+    """The setting that wrote the data directory holding `data_file`."""
+    return get_setting(setting_name(data_file))

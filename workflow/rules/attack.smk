@@ -1,3 +1,5 @@
+# The attacks of a model: one job per finetuning family (every LR and attack seed, one after another),
+# and the quantization attack (no training).
 rule relearn:
     input:
         model=ckpt("{model}"),
@@ -7,16 +9,36 @@ rule relearn:
     output:
         out=study.curve(R),
     log:
-        f"{S}/logs/relearn/{{model}}/{{adata}}_lr{{lr}}_s{{aseed}}.log",
+        f"{S}/logs/relearn/{{model}}/{{family}}.log",
+    benchmark:
+        f"{S}/benchmarks/relearn/{{model}}/{{family}}.tsv"
     params:
         call="pipeline_py.stages.attack.relearn",
         cfg=section("attack"),
-        data=lambda w: w.adata,
-        lr=lambda w: float(w.lr),
-        seed=lambda w: int(w.aseed),
+        family=lambda w: w.family,
         runtime=runtime,
     threads: ONE_CPU
-    resources: **job_resources(MEM_TRAIN, 30, GPU)
+    resources: **job_resources(MEM_TRAIN, 60, GPU)
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/call.py"
+
+
+rule quantize:
+    input:
+        model=ckpt("{model}"),
+        eval_data=rules.make_data.output.eval_data,
+    output:
+        out=study.curve(R, family="quant"),
+    log:
+        f"{S}/logs/relearn/{{model}}/quant.log",
+    params:
+        call="pipeline_py.stages.attack.quantize",
+        cfg=section("attack"),
+        runtime=runtime,
+    threads: ONE_CPU
+    resources: **job_resources(MEM_SMALL, 15, GPU if STUDY.setting == "wmdp" else None)
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -14,12 +14,14 @@ CPUS = os.cpu_count() or 1
 wildcard_constraints:
     **study.WILDCARDS,
 
-# The wmdp setting: every named model and data set must load, checked once before any job starts. A dry
-# run (planning a cluster run from a login node) and a job on a cluster node skip this.
-if STUDY.setting == "wmdp" and workflow.is_main_process and not workflow.dryrun and not workflow.remote_exec:
-    from pipeline_py.wmdp_sources import check_sources
 
-    check_sources(config["wmdp"])
+# The wmdp setting: every named model and data set must load, checked once before any job starts (onstart
+# runs after the DAG is built and never in a dry run, so a cluster run can be planned from a login node).
+onstart:
+    if STUDY.setting == "wmdp" and workflow.is_main_process:
+        from pipeline_py.wmdp_sources import check_sources
+
+        check_sources(config["wmdp"])
 
 
 def ckpt(model):

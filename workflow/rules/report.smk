@@ -10,6 +10,8 @@ rule summarize:
         models_mean=f"{R}/models_mean.csv",
         worst=f"{R}/worst_case.csv",
         compute=report(f"{R}/compute.csv", caption="../report/compute.rst", category="Tables"),
+        families=f"{R}/families.csv",
+        families_md=f"{R}/families.md",
     log:
         f"{R}/logs/summarize.log",
     params:
