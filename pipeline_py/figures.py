@@ -4,7 +4,7 @@
 2. pareto: retain performance vs forget performance after the attack, one panel per step budget.
 3. robustness_vs_compute: forget performance after the longest attack vs compute / oracle compute.
 4. oracle_matching: the oracle distilled into the pretrained base and into a random init.
-Curves and points are means over seeds; bands and error bars their standard deviation when seeds > 1.
+Curves and points are means over seeds; bands and error bars their 95 % t-intervals when seeds > 1.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .report import with_description
+from .robustness import mean_interval
 
 log = logging.getLogger("pipeline_py")
 MARKERS = {"base": "s", "oracle": "*", "unlearn": "o", "undo": "^", "unlearn+distill": "D", "oracle_match": "P"}
@@ -64,12 +65,12 @@ def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_for
     for ax, method in zip(axes[0], methods or [""]):
         sub = worst[(worst.method == method) | worst.model.isin(REFERENCES)]
         for model, g in sub.groupby("model"):
-            stats = g.groupby("step")[forget_metric].agg(["mean", "std"]).fillna(0.0)
+            stats = _band(g, forget_metric)
             r = g.iloc[0]
             color = "k" if model in REFERENCES else plt.cm.viridis(min(r.alpha, 1.0))
             ax.plot(stats.index, stats["mean"], ls={"base": "--", "oracle": ":"}.get(model, "-"), color=color,
                     label=_label(r))
-            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color,
+            ax.fill_between(stats.index, stats["mean"] - stats["ci"], stats["mean"] + stats["ci"], color=color,
                             alpha=0.15, lw=0)
         ax.set(title=f"{method}: relearning attack (worst case)", xlabel="attack steps", ylabel=forget_metric,
                ylim=_limits(forget_metric))
@@ -77,54 +78,111 @@ def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_for
     _save(fig, out_png)
 
 
+def _band(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per step: the mean over seeds and the half-width of its 95 % t-interval (0 for one seed)."""
+    rows = {step: mean_interval(g[metric].tolist()) for step, g in curve.groupby("step")}
+    return pd.DataFrame({"mean": [m for m, _ in rows.values()],
+                         "ci": [0.0 if h != h else h for _, h in rows.values()]}, index=list(rows))
+
+
 def _means(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    g = summary.groupby(by)
-    out = g.mean(numeric_only=True).join(g.std(numeric_only=True, ddof=0).add_suffix("_sd")).reset_index()
-    return with_description(out)
+    """Mean over seeds of every numeric column, and `<col>_ci`, the half-width of its 95 % t-interval (0 for
+    one seed, so error bars vanish rather than mislead)."""
+    num = [c for c in summary.select_dtypes("number").columns if c not in by + ["seed"]]
+    rows = []
+    for key, g in summary.groupby(by):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for c in num:
+            row[c], half = mean_interval(g[c].tolist())
+            row[f"{c}_ci"] = 0.0 if half != half else half
+        rows.append(row)
+    return with_description(pd.DataFrame(rows))
+
+
+def _hollow(r) -> bool:
+    """A student that did not reach its stop rule (in any seed) is drawn hollow."""
+    rec = getattr(r, "recovered", float("nan"))
+    return rec == rec and rec < 1
+
+
+def _frontier(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes: more retain and less forget capability (for a
+    cross-entropy metric, direction flips on both), sorted by retain."""
+    sign = 1 if higher_is_better else -1
+    out = [p for p in points if not any(sign * (q[0] - p[0]) >= 0 and sign * (p[1] - q[1]) >= 0 and q != p
+                                        for q in points)]
+    return sorted(out)
 
 
 def plot_pareto(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_forget",
                 retain_metric: str = "acc_retain", higher_is_better: bool = True) -> None:
-    """Figure 2 from summary.csv: x retain before the attack, y forget after the worst-case attack."""
+    """Figure 2 from summary.csv: x retain before the attack, y forget after the worst-case attack, one panel
+    per budget; colour = unlearning method, marker = kind of model, α written beside UNDO points; the
+    frontier of the models (dashed); error bars are 95 % intervals over seeds; hollow = not recovered."""
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     budgets = sorted(summary.budget.unique())
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.6 * len(budgets) + 2.2, 4.4), squeeze=False, sharey=True)
     mean = _means(summary, ["model", "budget"])
+    mean = mean[mean.kind != "oracle_match"]
     methods = sorted(m for m in mean.method.unique() if m)
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
     for ax, budget in zip(axes[0], budgets):
-        for r in mean[(mean.budget == budget) & (mean.kind != "oracle_match")].itertuples():
-            color = plt.cm.tab10(methods.index(r.method)) if r.method else "k"
-            ax.errorbar(r.retain_before, r.forget_attacked, xerr=r.retain_before_sd, yerr=r.forget_attacked_sd,
-                        marker=MARKERS[r.kind], ms=7 if r.method else 10, color=color, ls="none")
-            ax.annotate(f"{r.method} {_label(r)}".strip(), (r.retain_before, r.forget_attacked), fontsize=6)
+        at = mean[mean.budget == budget]
+        for r in at.itertuples():
+            color = colors.get(r.method, "k")
+            ax.errorbar(r.retain_before, r.forget_attacked, xerr=r.retain_before_ci, yerr=r.forget_attacked_ci,
+                        marker=MARKERS[r.kind], ms=7 if r.method else 10, color=color, ls="none", elinewidth=0.8,
+                        mfc="none" if _hollow(r) else color)
+            if r.kind == "undo":
+                ax.annotate(f"{r.alpha:g}", (r.retain_before, r.forget_attacked), xytext=(4, 3),
+                            textcoords="offset points", fontsize=7, color=color)
+        front = _frontier(list(zip(at.retain_before, at.forget_attacked)), higher_is_better)
+        if len(front) > 1:
+            ax.plot(*zip(*front), ls="--", color="0.5", lw=1, zorder=0)
         retain_direction = "higher is better" if higher_is_better else "lower is better"
         ax.set(title=f"after {budget} attack steps", xlabel=f"{retain_metric} before the attack ({retain_direction})",
-               ylabel=f"{forget_metric} after the attack ({_direction(higher_is_better)})",
                ylim=_limits(forget_metric))
+    axes[0][0].set_ylabel(f"{forget_metric} after the attack ({_direction(higher_is_better)})")
+    handles = [Line2D([], [], marker="o", ls="none", color=c, label=m) for m, c in colors.items()]
+    handles += [Line2D([], [], marker=MARKERS[k], ls="none", color="k", mfc="none" if k == "undo" else "k",
+                       label=t) for k, t in (("base", "base"), ("oracle", "oracle"), ("unlearn", "unlearn only"),
+                                             ("undo", "UNDO (α beside)"), ("unlearn+distill", "fresh-init student"))]
+    handles += [Line2D([], [], ls="--", color="0.5", label="frontier"),
+                Line2D([], [], marker="^", ls="none", color="k", mfc="none", label="hollow: not recovered")]
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / (4.6 * len(budgets) + 2.2), 1))
     _save(fig, out_png)
 
 
 def plot_compute(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_forget",
                  higher_is_better: bool = True) -> None:
     """Figure 3 from summary.csv: forget after the longest attack vs the method's compute / oracle compute,
-    one line per method through unlearn-only, its UNDO α points and Unlearn-and-Distill."""
+    one line per method through unlearn-only, its UNDO α points and Unlearn-and-Distill (α annotated;
+    95 % intervals over seeds; hollow = not recovered)."""
     plt = _pyplot()
     last = summary[summary.budget == summary.budget.max()]
     mean = _means(last, ["model"])
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, (method, g) in enumerate(mean[mean.method != ""].groupby("method")):
         g = g.sort_values("compute_fraction")
-        ax.errorbar(g.compute_fraction, g.forget_attacked, yerr=g.forget_attacked_sd, fmt="o-", color=plt.cm.tab10(i),
-                    label=method)
+        color = plt.cm.tab10(i % 10)
+        ax.plot(g.compute_fraction, g.forget_attacked, "-", color=color, label=method)
         for r in g.itertuples():
-            ax.annotate(_label(r), (r.compute_fraction, r.forget_attacked), fontsize=6)
+            ax.errorbar(r.compute_fraction, r.forget_attacked, yerr=r.forget_attacked_ci, marker=MARKERS[r.kind],
+                        color=color, mfc="none" if _hollow(r) else color, ls="none")
+            if r.kind in ("undo", "unlearn+distill"):
+                ax.annotate("fresh" if r.kind == "unlearn+distill" else f"α {r.alpha:g}",
+                            (r.compute_fraction, r.forget_attacked), xytext=(4, 3), textcoords="offset points",
+                            fontsize=7, color=color)
     for model, ls in (("oracle", ":"), ("base", "--")):
         if model in set(mean.model):
             ax.axhline(mean.set_index("model").loc[model, "forget_attacked"], ls=ls, color="k",
                        label=f"{model} (after the attack)")
     ax.set(xlabel="compute of the method / oracle pretraining compute",
            ylabel=f"{forget_metric} after {int(last.budget.max())} attack steps ({_direction(higher_is_better)})",
-           ylim=_limits(forget_metric), title="robustness vs compute")
+           ylim=_limits(forget_metric), title="robustness vs compute (hollow: student not recovered)")
     ax.legend(fontsize=7)
     _save(fig, out_png)
 
@@ -145,14 +203,14 @@ def plot_oracle_match(summary: pd.DataFrame, worst: pd.DataFrame, out_png: str, 
     first = _means(summary[summary.budget == summary.budget.min()], ["model"]).set_index("model").loc[keep]
     x = range(len(keep))
     for shift, metric, color in ((-0.2, "forget_before", "tab:red"), (0.2, "retain_before", "tab:blue")):
-        left.bar([i + shift for i in x], first[metric], width=0.4, yerr=first[f"{metric}_sd"], color=color,
+        left.bar([i + shift for i in x], first[metric], width=0.4, yerr=first[f"{metric}_ci"], color=color,
                  label=(forget_metric if metric.startswith("forget") else retain_metric) + " before the attack")
     left.set_xticks(list(x), [_label(r) for r in first.reset_index().itertuples()], fontsize=7, rotation=15)
     left.set(title="outputs before the attack", ylim=_limits(forget_metric))
     left.legend(fontsize=7)
     for model in keep:
         g = worst[worst.model == model]
-        stats = g.groupby("step")[forget_metric].agg(["mean", "std"]).fillna(0.0)
+        stats = _band(g, forget_metric)
         right.plot(stats.index, stats["mean"], marker=MARKERS[g.kind.iloc[0]], ms=4, label=_label(g.iloc[0]),
                    ls={"base": "--", "oracle": ":"}.get(model, "-"))
     right.set(title="relearning attack (worst case)", xlabel="attack steps", ylabel=forget_metric,

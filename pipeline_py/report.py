@@ -87,7 +87,9 @@ def read_records(paths: list[str]) -> pd.DataFrame:
         rows.append({"seed": at["seed"], "model": at["model"], "stage": rec.get("stage", ""),
                      **{k: rec.get(k, 0) for k in ("n_params", "trained_tokens", "frozen_tokens", "eval_tokens",
                                                    "steps", "flops", "lineage_flops", "data_examples",
-                                                   "labeled_examples", "lineage_labeled_examples")}})
+                                                   "labeled_examples", "lineage_labeled_examples")},
+                     # a student distilled to a stop rule: 1.0 if it reached it, 0.0 if the budget ran out first
+                     "recovered": float("nan") if rec.get("recovered") is None else float(rec["recovered"])})
     ledger = pd.DataFrame(rows)
     oracle = ledger[ledger.model == "oracle"].set_index("seed").flops
     base = ledger[ledger.model == "base"].set_index("seed")
@@ -122,7 +124,7 @@ def budget_table(wc: pd.DataFrame, before: pd.DataFrame, ledger: pd.DataFrame, b
     table = table.join(before[[forget_metric, retain_metric]].set_axis(["forget_before", "retain_before"], axis=1),
                        on=KEYS)
     table = table.join(ledger.set_index(KEYS)[["flops", "lineage_flops", "compute_fraction", "lineage_fraction",
-                                               "labeled_fraction"]], on=KEYS)
+                                               "labeled_fraction", "recovered"]], on=KEYS)
     table["robustness_ratio"] = _ratios(table, "forget_attacked", ["seed", "budget"])
     return table
 
@@ -156,7 +158,7 @@ def model_table(wc: pd.DataFrame, before: pd.DataFrame, ledger: pd.DataFrame, fo
     table["robustness_ratio"] = _ratios(table, "forget_final", ["seed"])
     table["area_ratio"] = _ratios(table, "area", ["seed"])
     return table.join(ledger.set_index(KEYS)[["flops", "lineage_flops", "compute_fraction", "lineage_fraction",
-                                              "labeled_fraction"]], on=KEYS)
+                                              "labeled_fraction", "recovered"]], on=KEYS)
 
 
 def seed_means(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:

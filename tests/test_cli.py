@@ -12,7 +12,7 @@ import pytest
 
 from pipeline_py import cli
 from pipeline_py.config import Attack, Distill, Runtime
-from pipeline_py.stages.attack import evaluate, relearn
+from pipeline_py.stages.attack import evaluate, quantize, relearn
 from pipeline_py.stages.distill import distill, noise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,10 +49,17 @@ def test_parameters_with_defaults_may_be_left_out():
 def test_mapping_becomes_the_section():
     args = cli.bind(relearn, {"model": "m", "attack": "a", "retain": "r", "eval_data": "e", "out": "o.csv",
                               "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5},
-                              "data": "forget", "lr": 1e-3, "seed": 0, "runtime": RUNTIME}, "rule relearn")
+                              "family": "heldout", "runtime": RUNTIME}, "rule relearn")
     assert isinstance(args["cfg"], Attack) and args["cfg"].steps == 10 and args["cfg"].batch_size == 16
+    assert args["cfg"].families == ["forget"] and args["cfg"].heldout_fraction == 0.5
+    assert args["cfg"].quant_bits == [8, 4]
     assert args["runtime"] == Runtime(precision="fp32", device="cpu", threads=1)
-    assert args["data"] == "forget" and args["lr"] == 1e-3 and args["out"] == "o.csv"
+    assert args["family"] == "heldout" and args["out"] == "o.csv"
+    msg = fail(relearn, {"model": "m", "attack": "a", "retain": "r", "eval_data": "e", "out": "o.csv",
+                         "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5},
+                         "data": "forget", "lr": 1e-3, "seed": 0, "runtime": RUNTIME}, "rule relearn")
+    assert msg == ("rule relearn: pipeline_py.stages.attack.relearn takes no argument ['data', 'lr', 'seed']; "
+                   "its parameters: ['model', 'attack', 'retain', 'eval_data', 'out', 'cfg', 'family', 'runtime']")
     ready = Distill(steps=5, lr=1e-3, stop_within=None, check_every=5)  # a section passes as it is
     args = cli.bind(distill, {"teacher": "t", "student": "s", "data": "d", "eval_data": "e", "out": "o",
                               "cfg": ready, "runtime": RUNTIME, "seed": 0}, "rule distill")
@@ -60,8 +67,8 @@ def test_mapping_becomes_the_section():
 
 
 def test_bad_section_value_names_param_and_key():
-    base = {"model": "m", "attack": "a", "retain": "r", "eval_data": "e", "out": "o.csv", "data": "forget",
-            "lr": 1e-3, "seed": 0, "runtime": RUNTIME}
+    base = {"model": "m", "attack": "a", "retain": "r", "eval_data": "e", "out": "o.csv", "family": "forget",
+            "runtime": RUNTIME}
     msg = fail(relearn, {**base, "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 0, "eval_every": 5}}, "rule relearn")
     assert msg == "rule relearn: cfg.steps = 0 is invalid: it must be an integer (> 0)"
     msg = fail(relearn, {**base, "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5, "stepz": 1}})
@@ -71,6 +78,16 @@ def test_bad_section_value_names_param_and_key():
     msg = fail(relearn, {**base, "runtime": {**RUNTIME, "device": "tpu"}, "cfg": {
         "lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5}})
     assert msg.startswith("rule test: runtime.device = 'tpu' is invalid")
+    msg = fail(relearn, {**base, "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5,
+                                         "families": ["forget", "poison"]}})
+    assert msg.startswith("rule test: cfg.families = ['forget', 'poison'] is invalid")
+    assert "['forget', 'mix', 'retain', 'heldout', 'quant']" in msg
+    msg = fail(relearn, {**base, "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5, "data": ["forget"]}})
+    assert msg.startswith("rule test: cfg.data: unknown key; allowed keys of cfg: [") and "'families'" in msg
+    msg = fail(quantize, {"model": "m", "eval_data": "e", "out": "o.csv", "runtime": RUNTIME,
+                          "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5, "quant_bits": [16]}},
+               "rule quantize")
+    assert msg.startswith("rule quantize: cfg.quant_bits = [16] is invalid") and "[2, 3, 4, 8]" in msg
 
 
 def test_checkpoint_files_become_their_directories():
@@ -137,5 +154,6 @@ def test_every_rule_names_a_function_that_takes_its_arguments():
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         calls |= set(re.findall(r'call="([\w.]+)"', smk.read_text()))
     assert "pipeline_py.stages.distill.distill" in calls and len(calls) >= 10
+    assert {"pipeline_py.stages.attack.relearn", "pipeline_py.stages.attack.quantize"} <= calls
     for path in sorted(calls):
         assert callable(cli.resolve(path)), path

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline_py import study
 from pipeline_py.config import Study
 from pipeline_py.section import Section, json_schema, key
 
@@ -53,7 +54,9 @@ def test_schema_and_study_agree_on_the_shipped_default():
     jsonschema.validate(cfg, schema)
     Study.from_dict(cfg)
     for path, value in ((("noise", "alphas"), [1.5]), (("attack", "steps"), 0), (("setting",), "chess"),
-                        (("distill", "stepz"), 5)):
+                        (("distill", "stepz"), 5), (("attack", "families"), ["forget", "poison"]),
+                        (("attack", "data"), ["forget"]), (("attack", "quant_bits"), [16]),
+                        (("attack", "heldout_fraction"), 1.0)):
         bad = copy.deepcopy(cfg)
         node = bad
         for k in path[:-1]:
@@ -69,17 +72,48 @@ def test_schema_and_study_agree_on_the_shipped_default():
 
 
 SHIPPED = {  # id: (--configfile files over config.yaml, jobs of `snakemake -n pareto_plot`)
-    "default": ([], 147),
-    "tiny": (["configs/tiny.yaml"], 79),
-    "fig_compute": (["configs/fig_compute.yaml"], 130),
-    "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 93),
-    "fig_pareto": (["configs/fig_pareto.yaml"], 139),
-    "fig_relearning": (["configs/fig_relearning.yaml"], 294),
-    "language": (["configs/language.yaml"], 50),
-    "language_small": (["configs/language.yaml", "configs/language_small.yaml"], 32),
+    # per model: one relearn job per finetuning family of attack.families (every LR x attack seed in one
+    # process), one quantize job if 'quant' is listed, one evaluate job; plus the models' own jobs
+    "default": ([], 96),  # 17 models x (forget, mix + quant) = 34 relearn + 17 quantize
+    "attacks": (["configs/attacks.yaml"], 130),  # 17 models x (4 finetuning families + quant): 68 + 17
+    "tiny": (["configs/tiny.yaml"], 130),  # 17 models x (4 finetuning families + quant): 68 + 17
+    "fig_compute": (["configs/fig_compute.yaml"], 85),  # 15 models x (forget, mix + quant): 30 + 15
+    "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 60),  # 11 models x (forget, mix + quant): 22 + 11
+    "fig_pareto": (["configs/fig_pareto.yaml"], 91),  # 16 models x (forget, mix + quant): 32 + 16
+    "fig_relearning": (["configs/fig_relearning.yaml"], 60),  # 13 models x (forget, mix), no quant: 26
+    "language": (["configs/language.yaml"], 40),  # 10 models x forget: 10
+    "language_small": (["configs/language.yaml", "configs/language_small.yaml"], 32),  # 8 models x forget: 8
     # no model weights, corpora or network: planning (a dry run) does not load the sources
-    "wmdp": (["configs/wmdp.yaml"], 31),
+    "wmdp": (["configs/wmdp.yaml"], 21),  # 5 models x forget: 5
 }
+ATTACK_JOBS = {  # id: (models, relearn jobs, quantize jobs) of the comments above
+    "default": (17, 34, 17), "attacks": (17, 68, 17), "tiny": (17, 68, 17), "fig_compute": (15, 30, 15),
+    "fig_oracle_match": (11, 22, 11), "fig_pareto": (16, 32, 16), "fig_relearning": (13, 26, 0),
+    "language": (10, 10, 0), "language_small": (8, 8, 0), "wmdp": (5, 5, 0),
+}
+FAMILIES = {  # id: attack.families of the shipped config (merged over config.yaml)
+    "default": ["forget", "mix", "quant"], "attacks": ["forget", "mix", "retain", "heldout", "quant"],
+    "tiny": ["forget", "mix", "retain", "heldout", "quant"], "fig_compute": ["forget", "mix", "quant"],
+    "fig_oracle_match": ["forget", "mix", "quant"], "fig_pareto": ["forget", "mix", "quant"],
+    "fig_relearning": ["forget", "mix"], "language": ["forget"], "language_small": ["forget"], "wmdp": ["forget"],
+}
+
+
+def merged_study(case: str) -> Study:
+    """The shipped config `case` merged over config.yaml as Snakemake merges --configfile files."""
+    from snakemake.utils import update_config
+
+    cfg = default_config()
+    for f in SHIPPED[case][0]:
+        update_config(cfg, yaml.safe_load((REPO / f).read_text()))
+    return Study.from_dict(cfg)
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """rule -> jobs of a dry run's job stats (the 'total' row left out)."""
+    m = re.search(r"^Job stats:\n.*\n-+ +-+\n((?:.*\n)*?)total\s+\d+\s*$", text, re.M)
+    assert m, f"no job stats in the output:\n{text[-5000:]}"
+    return {rule: int(n) for rule, n in (line.split() for line in m.group(1).splitlines() if line.strip())}
 
 
 def total_jobs(text: str) -> int:
@@ -106,18 +140,29 @@ def test_shipped_config_plans_its_study(case, tmp_path):
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-5000:]
     assert total_jobs(text) == expected, text[-5000:]
+    counts = job_counts(text)
+    assert sum(counts.values()) == expected
+    n_models, n_relearn, n_quantize = ATTACK_JOBS[case]
+    assert (counts["evaluate"], counts["relearn"], counts.get("quantize", 0)) == (n_models, n_relearn, n_quantize)
     assert not results.exists(), "a dry run must not write outputs"
+
+
+@pytest.mark.parametrize("case", list(SHIPPED))
+def test_attack_jobs_follow_the_families(case):
+    """The attack job counts above, reasoned from the config: per model one relearn job per finetuning family
+    and one quantize job if 'quant' is listed."""
+    s = merged_study(case)
+    assert s.attack.families == FAMILIES[case]
+    n_models = len(study.models(s))
+    finetuning = [f for f in s.attack.families if f != "quant"]
+    assert ATTACK_JOBS[case] == (n_models, n_models * len(finetuning), n_models * ("quant" in s.attack.families))
+    assert len({c for m in study.models(s) for c in study.curves("r", s, 0, m)}) == n_models * len(s.attack.families)
 
 
 @pytest.mark.parametrize("case", list(SHIPPED))
 def test_shipped_config_builds_the_study(case):
     """Each shipped config (merged over config.yaml as Snakemake merges) passes the typed checks."""
-    from snakemake.utils import update_config
-
-    cfg = default_config()
-    for f in SHIPPED[case][0]:
-        update_config(cfg, yaml.safe_load((REPO / f).read_text()))
-    s = Study.from_dict(cfg)
+    s = merged_study(case)
     assert s.setting == ("wmdp" if case == "wmdp" else "language" if case.startswith("language") else "arithmetic")
     assert s.data is getattr(s, s.setting) and s.data is not None
     assert Study.from_dict(s.to_dict()) == s
@@ -211,6 +256,22 @@ def test_wrong_type_and_choice():
         "pretrain.steps = 'many' is invalid: it must be an integer (> 0)")
     msg = bad(lambda c: c.update(setting="chess"))
     assert msg.startswith("setting = 'chess' is invalid") and "['arithmetic', 'language', 'wmdp']" in msg
+
+
+def test_attack_families_and_their_keys():
+    msg = bad(lambda c: c["attack"].update(families=["forget", "poison"]))
+    assert msg.startswith("attack.families = ['forget', 'poison'] is invalid")
+    assert "['forget', 'mix', 'retain', 'heldout', 'quant']" in msg
+    assert "without repeats" in bad(lambda c: c["attack"].update(families=["mix", "mix"]))
+    assert "non-empty" in bad(lambda c: c["attack"].update(families=[]))
+    msg = bad(lambda c: c["attack"].update(data=["forget", "mix"]))  # the key attack.families replaced
+    assert msg.startswith("attack.data: unknown key; allowed keys of attack: [") and "'families'" in msg
+    assert bad(lambda c: c["attack"].update(heldout_fraction=1.0)).startswith("attack.heldout_fraction = 1.0 is invalid")
+    msg = bad(lambda c: c["attack"].update(quant_bits=[8, 16]))
+    assert msg.startswith("attack.quant_bits = [8, 16] is invalid") and "[2, 3, 4, 8]" in msg
+    a = Study.from_dict(default_config()).attack
+    assert (a.families, a.heldout_fraction, a.quant_bits, a.mix_forget_fraction) == (
+        ["forget", "mix", "quant"], 0.5, [8, 4], 0.5), a
 
 
 def test_every_noise_alpha_and_method_unique():

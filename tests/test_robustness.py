@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -198,32 +199,102 @@ def test_figures_from_the_tables_as_png_and_pdf(tmp_path):
 # ------------------------------------------------------------- attack data and counted compute
 
 
-def test_attack_mixture_weights_and_checks(tiny_data):
-    from pipeline_py.attack_data import attack_mixture
+def test_attack_rows_weights_and_checks(tiny_data):
+    from pipeline_py.attack_data import attack_rows
+    from pipeline_py.batches import read_jsonl
 
-    rows, w = attack_mixture(str(tiny_data / "attack.jsonl"), "forget")
+    attack, train = str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl")
+    ev = read_jsonl(tiny_data / "eval.jsonl")
+    rows, w, scored = attack_rows("forget", attack, train, ev, "arithmetic")
     assert all(r["forget"] for r in rows) and sum(w) == pytest.approx(1.0)
-    rows, w = attack_mixture(str(tiny_data / "attack.jsonl"), "mix", str(tiny_data / "train.jsonl"), 0.25)
+    assert rows == read_jsonl(tiny_data / "attack.jsonl") and scored == ev  # the whole pool, scored on every row
+    per_op = pd.Series(w).groupby([r["op"] for r in rows]).sum()
+    assert per_op["mul"] == pytest.approx(0.5) and per_op["div"] == pytest.approx(0.5)
+    rows, w, scored = attack_rows("mix", attack, train, ev, "arithmetic", mix_forget_fraction=0.25)
     share = sum(wi for r, wi in zip(rows, w) if r["forget"])
-    assert share == pytest.approx(0.25) and sum(w) == pytest.approx(1.0)
+    assert share == pytest.approx(0.25) and sum(w) == pytest.approx(1.0) and scored == ev
     per_op = pd.Series(w).groupby([r["op"] for r in rows]).sum()  # each op equal within its pool
     assert per_op["mul"] == pytest.approx(0.125) and per_op["add"] == pytest.approx(0.375)
-    with pytest.raises(ValueError, match="attack.data entry 'retain'"):
-        attack_mixture(str(tiny_data / "attack.jsonl"), "retain")
+    assert per_op["div"] == pytest.approx(0.125) and per_op["sub"] == pytest.approx(0.375)
+    with pytest.raises(ValueError, match="attack.families entry 'quant' is not a finetuning attack"):
+        attack_rows("quant", attack, train, ev, "arithmetic")  # quantization trains on nothing
+    with pytest.raises(ValueError, match="attack.families entry 'poison'"):
+        attack_rows("poison", attack, train, ev, "arithmetic")
     with pytest.raises(ValueError, match="forget-only"):  # the trap of pointing the attack at retain data
-        attack_mixture(str(tiny_data / "train.jsonl"), "forget")
-    with pytest.raises(ValueError, match="mix_forget_fraction = 1.0"):
-        attack_mixture(str(tiny_data / "attack.jsonl"), "mix", str(tiny_data / "train.jsonl"), 1.0)
+        attack_rows("forget", train, train, ev, "arithmetic")
+    with pytest.raises(ValueError, match=re.escape("attack.mix_forget_fraction = 1.0")):
+        attack_rows("mix", attack, train, ev, "arithmetic", mix_forget_fraction=1.0)
+    for family in ("mix", "retain"):  # a retain file without retain rows
+        with pytest.raises(ValueError, match=f"holds no retain examples for the '{family}' attack"):
+            attack_rows(family, attack, attack, ev, "arithmetic")
 
 
 def test_packed_stream_draws_the_mixture_share(tiny_data, tok):
-    from pipeline_py.attack_data import attack_mixture
-    from pipeline_py.batches import PackedStream
+    from pipeline_py.attack_data import attack_rows
+    from pipeline_py.batches import PackedStream, read_jsonl
 
-    rows, w = attack_mixture(str(tiny_data / "attack.jsonl"), "mix", str(tiny_data / "train.jsonl"), 0.25)
+    rows, w, _ = attack_rows("mix", str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl"),
+                             read_jsonl(tiny_data / "eval.jsonl"), "arithmetic", mix_forget_fraction=0.25)
     stream = PackedStream(tok, rows, 4, 32, seed=0, weights=w)
     draws = stream.rng.choice(len(rows), size=20_000, p=stream.p)
     assert sum(rows[i]["forget"] for i in draws) / len(draws) == pytest.approx(0.25, abs=0.015)
+
+
+def operand_pair(row: dict) -> tuple[int, int]:
+    """The unordered operand pair of a mul or div row, read from its prompt and answer (not from the `fact`
+    key the split uses): a*b -> {a, b}; (a*b)/b -> {answer, b}."""
+    a, b = map(int, re.findall(r"\d+", row["prompt"])[:2])
+    if row["op"] == "mul":
+        assert int(row["answer"]) == a * b
+        return tuple(sorted((a, b)))
+    assert row["op"] == "div" and int(row["answer"]) * b == a
+    return tuple(sorted((int(row["answer"]), b)))
+
+
+def test_retain_attack_trains_on_retain_rows_only(tiny_data):
+    from pipeline_py.attack_data import attack_rows
+    from pipeline_py.batches import read_jsonl
+
+    ev = read_jsonl(tiny_data / "eval.jsonl")
+    rows, w, scored = attack_rows("retain", str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl"), ev,
+                                  "arithmetic")
+    assert rows == [r for r in read_jsonl(tiny_data / "train.jsonl") if not r["forget"]]
+    assert not any(r["forget"] for r in rows) and {r["op"] for r in rows} == {"add", "sub"}
+    assert sum(w) == pytest.approx(1.0)
+    per_op = pd.Series(w).groupby([r["op"] for r in rows]).sum()
+    assert per_op["add"] == pytest.approx(0.5) and per_op["sub"] == pytest.approx(0.5)
+    assert scored == ev  # scored on the forget facts like every other family
+
+
+def test_heldout_attack_trains_on_facts_it_is_not_scored_on(tiny_data):
+    """The heldout attacker's training rows (half the pool's facts) share no operand pair, across mul and
+    div, with the forget rows it is scored on; the scored rows are every retain row plus every forget row of
+    the other facts, in their order."""
+    from pipeline_py.attack_data import attack_rows, fact_group, split_forget_facts
+    from pipeline_py.batches import read_jsonl
+
+    pool, ev = read_jsonl(tiny_data / "attack.jsonl"), read_jsonl(tiny_data / "eval.jsonl")
+    args = (str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl"), ev, "arithmetic")
+    rows, w, scored = attack_rows("heldout", *args, seed=0)
+    assert rows == split_forget_facts(pool, "arithmetic", 0, 0.5)[0]
+    assert rows and all(r["forget"] for r in rows) and sum(w) == pytest.approx(1.0)
+    pool_pairs, train_pairs = {operand_pair(r) for r in pool}, {operand_pair(r) for r in rows}
+    assert (len(pool_pairs), len(train_pairs)) == (19, 9)  # round(0.5 · 19) = 10 facts held out
+    scored_forget = [r for r in scored if r["forget"]]
+    assert {r["op"] for r in scored_forget} == {"mul", "div"}
+    assert not {operand_pair(r) for r in scored_forget} & train_pairs  # nothing it recovers was shown to it
+    assert scored == [r for r in ev if not r["forget"] or operand_pair(r) not in train_pairs]
+    assert [r for r in scored if not r["forget"]] == [r for r in ev if not r["forget"]]
+    assert 0 < len(scored_forget) < sum(r["forget"] for r in ev)  # some eval facts were in the attacker's half
+    assert {fact_group(r, "arithmetic") for r in rows} == {f"{x}:{y}" for x, y in train_pairs}
+    # another attack seed draws another half; a larger heldout_fraction leaves the attacker fewer facts
+    other = attack_rows("heldout", *args, seed=1)[0]
+    assert {operand_pair(r) for r in other} != train_pairs
+    fewer = attack_rows("heldout", *args, seed=0, heldout_fraction=0.75)[0]
+    assert len({operand_pair(r) for r in fewer}) == 19 - 14  # round(0.75 · 19) = 14 held out
+    with pytest.raises(ValueError, match="nothing is left to score"):
+        attack_rows("heldout", *args[:2], [r for r in ev if not r["forget"] or operand_pair(r) in train_pairs],
+                    "arithmetic", seed=0)
 
 
 def test_evaluator_counts_padded_positions(tiny_data, tok):

@@ -62,16 +62,25 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, cfg
             t_logits = t_net(x)  # [B, T, V], no graph kept for the frozen teacher
         return forward_kl(s_net(x), t_logits, b["labels"].to(dev))
 
+    state = {"recovered": None if cfg.stop_within is None else False, "retain": float("nan")}
+
     def check(step: int) -> bool:
-        value = retain_eval(s_net, precision, dev)[key]
+        value = state["retain"] = retain_eval(s_net, precision, dev)[key]
         log.info("distill step %d: student %s %.3f (teacher %.3f)", step, key, value, target)
-        return cfg.stop_within is not None and step > 0 and setting.METRICS.within(value, target, cfg.stop_within)
+        stop = cfg.stop_within is not None and step > 0 and setting.METRICS.within(value, target, cfg.stop_within)
+        if stop:
+            state["recovered"] = True
+            log.info("distill: the student recovered the teacher's %s within %g at step %d", key, cfg.stop_within, step)
+        return stop
 
     tc = cfg.train_config()
     resume = Resume.for_stream(out, cfg.save_every, stream, [f"{d}/model.safetensors" for d in (teacher, student)]
                                + [data, eval_data], stage="distill", train=tc, stop_within=cfg.stop_within,
                                check_every=cfg.check_every, precision=precision, seed=seed)
     steps = train(s_net, loss, tc, "distill", precision, dev, check=check, check_every=cfg.check_every, resume=resume)
+    if state["recovered"] is False:
+        log.warning("distill: the student did NOT recover the teacher's %s within %g in %d steps (%.3f against %.3f); "
+                    "it is marked recovered = false in every table", key, cfg.stop_within, steps, state["retain"], target)
     # retain checks as train() runs them (step 0, every check_every steps, the last step) plus the teacher's
     # one, counted from the steps taken so a resumed run counts what an uninterrupted one would
     n_checks = 1 + steps // cfg.check_every + (steps % cfg.check_every != 0) + 1
@@ -81,6 +90,7 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, cfg
                   "lineage_labeled_examples": parent.get("lineage_labeled_examples", 0)
                   + t_record.get("lineage_labeled_examples", 0)}
     rec = make_record("distill", s_net, parent, stream.tokens_seen, frozen_tokens=stream.tokens_seen + eval_tokens,
-                      steps=steps, teacher=teacher, eval_tokens=eval_tokens)
+                      steps=steps, teacher=teacher, eval_tokens=eval_tokens, recovered=state["recovered"],
+                      student_retain=state["retain"], teacher_retain=target)
     save_checkpoint(s_net, teacher, out, rec)
     resume.clear()
