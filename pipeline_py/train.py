@@ -3,10 +3,16 @@ differ only in the loss closure they pass in and the data it draws."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
 import math
+import os
+import platform
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -66,13 +72,154 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(precision: str, device: torch.device):
-    """bf16 autocast (master weights stay fp32) or a no-op for fp32."""
+def bf16_native(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively (emulated bf16 on an AVX2-only CPU is ~100x slower: never
+    measured, never chosen by `auto`)."""
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+
+
+# ---- precision "auto": chosen by a one-off measurement, cached per machine and model shape ----------------
+
+BF16_MARGIN = 0.10  # bf16 is chosen only when its step is more than 10 % faster than fp32's
+_DECIDED: dict[str, str] = {}  # device -> the precision "auto" last resolved to in this process
+_DEFAULTED: set[str] = set()  # devices whose default (no model measured yet) was logged
+
+
+def precision_cache_file() -> Path:
+    """$UNDO_PIPELINE_CACHE/precision.json, else $XDG_CACHE_HOME (or ~/.cache)/undo-pipeline/precision.json."""
+    root = os.environ.get("UNDO_PIPELINE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "undo-pipeline")
+    return Path(root) / "precision.json"
+
+
+def machine_key(device: torch.device) -> str:
+    """The processor that computes (CPU model name or GPU name), the torch version and the thread count."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or "cpu"
+        with contextlib.suppress(OSError):
+            name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                         if line.startswith("model name")), name)
+        name += " native-bf16" if cpu_has_bf16() else ""
+    return f"{device.type}:{name}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+
+
+def shape_key(model: torch.nn.Module, batch_size: int, seq_len: int) -> str | None:
+    """The model class, its sizes and the step's batch; None for a model without a token-LM config."""
+    c = getattr(model, "cfg", None)
+    if not all(hasattr(c, k) for k in ("vocab_size", "d_model", "n_layers")):
+        return None
+    dims = " ".join(f"{k}={getattr(c, k)}" for k in ("d_model", "n_layers", "n_heads", "d_ff", "vocab_size")
+                    if hasattr(c, k))
+    return f"{type(model).__name__} {dims} params={sum(p.numel() for p in model.parameters())} B={batch_size} T={seq_len}"
+
+
+def measure_step_seconds(model: torch.nn.Module, device: torch.device, batch_size: int, seq_len: int,
+                         precisions: tuple[str, ...], rounds: int = 5) -> dict[str, float]:
+    """Seconds of one forward + backward (next-token CE) of a copy of `model` on random tokens, per precision:
+    one warm-up step each, then `rounds` steps each, interleaved so that load from other processes hits
+    both alike; the fastest step of each counts. The global RNG and the model itself are left untouched."""
+    net = copy.deepcopy(model).to(device).train().requires_grad_(True)
+    T = min(seq_len, getattr(net.cfg, "max_len", seq_len))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, net.cfg.vocab_size, (batch_size, T), generator=g).to(device)
+
+    def step(precision: str) -> float:
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        with autocast(precision, device):
+            out = net(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                                 x[:, 1:].reshape(-1))
+        loss.backward()
+        sync()
+        net.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    best = {}
+    for p in precisions:
+        step(p)
+    for _ in range(rounds):
+        for p in precisions:
+            best[p] = min(best.get(p, math.inf), step(p))
+    return best
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, key: str, entry: dict) -> None:
+    """Add one decision: re-read, merge, write a temporary sibling, rename (readers never see half a file)."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_cache(path)
+        data[key] = entry
+        fd, tmp = tempfile.mkstemp(prefix=".precision.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def resolve_precision(precision: str, device: torch.device, model: torch.nn.Module | None = None,
+                      batch_size: int = 32, seq_len: int = 64) -> str:
+    """'bf16' or 'fp32'. Explicit settings pass through. 'auto' is fp32 where bf16 is not native (no
+    measurement); otherwise the faster of the two for this model's training step on this machine (bf16 only
+    when more than BF16_MARGIN faster), measured once and cached in `precision_cache_file()` keyed by
+    `machine_key` and `shape_key`. The choice and its reason (the two timings) are logged. Without a model
+    (an evaluation before any training) 'auto' takes this process's last decision for the device, else fp32
+    on a CPU (bf16 is slower at this project's sizes even where native) and bf16 on a GPU that supports it."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        ok = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-        precision = "bf16" if ok else "fp32"
+    if precision != "auto":
+        return precision
+    dev = str(device)
+    if not bf16_native(device):
+        _DECIDED[dev] = "fp32"
+        log.info("precision auto -> fp32: bf16 not supported natively on %s", dev)
+        return "fp32"
+    shape = shape_key(model, batch_size, seq_len) if model is not None else None
+    if shape is None:
+        if dev in _DECIDED:  # autocast calls inside or after train(): silent, the decision is logged once
+            return _DECIDED[dev]
+        chosen = "bf16" if device.type == "cuda" else "fp32"
+        if dev not in _DEFAULTED:
+            _DEFAULTED.add(dev)
+            log.info("precision auto -> %s for now: no model shape to measure yet (the device's default)", chosen)
+        return chosen
+    key = f"{machine_key(device)}|{shape}"
+    path = precision_cache_file()
+    entry = _read_cache(path).get(key)
+    if entry and entry.get("precision") in ("bf16", "fp32"):
+        how = "cached in " + str(path)
+    else:
+        t = measure_step_seconds(model, device, batch_size, seq_len, ("fp32", "bf16"))
+        entry = {"precision": "bf16" if t["bf16"] < (1 - BF16_MARGIN) * t["fp32"] else "fp32",
+                 "fp32_s": t["fp32"], "bf16_s": t["bf16"], "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        _write_cache(path, key, entry)
+        how = "measured now"
+    _DECIDED[dev] = entry["precision"]
+    log.info("precision auto -> %s: forward+backward step fp32 %.1f ms, bf16 %.1f ms (bf16 needs > %d %% faster; "
+             "%s; %s)", entry["precision"], 1e3 * entry["fp32_s"], 1e3 * entry["bf16_s"], round(100 * BF16_MARGIN),
+             how, shape)
+    return entry["precision"]
+
+
+def autocast(precision: str, device: torch.device, model: torch.nn.Module | None = None):
+    """bf16 autocast (master weights stay fp32) or a no-op for fp32; 'auto' as `resolve_precision` decides."""
+    precision = resolve_precision(precision, device, model) if precision == "auto" else precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -113,6 +260,7 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
     if backward is not None and cfg.grad_accum != 1:
         raise ValueError(f"{stage}: grad_accum = {cfg.grad_accum} cannot combine with a custom backward step (SAM)")
     model.to(device).train()
+    precision = resolve_precision(precision, device, model, cfg.batch_size, cfg.seq_len)  # 'auto': once, measured
     opt = make_optimizer(model, cfg, params)
     trainable = [p for g in opt.param_groups for p in g["params"]]
     names = {id(p): n for n, p in model.named_parameters()}

@@ -173,3 +173,107 @@ def test_bf16_and_fp32_pretraining_reach_the_same_accuracy(tiny_data, tok, tmp_p
         assert fp32[f"ce_{split}"] < 0.5 * math.log(tok.get_vocab_size())  # both learned
         assert bf16[f"ce_{split}"] == pytest.approx(fp32[f"ce_{split}"], abs=0.05), (fp32, bf16)
         assert abs(bf16[f"acc_{split}"] - fp32[f"acc_{split}"]) <= 0.1, (fp32, bf16)
+
+
+# ---- precision "auto": measured once, cached per machine and model shape ------------------------------------
+
+import contextlib  # noqa: E402
+import json  # noqa: E402
+
+from pipeline_py import train as train_mod  # noqa: E402
+from pipeline_py.model import ModelConfig as _MC  # noqa: E402
+
+
+@pytest.fixture
+def precision_env(tmp_path, monkeypatch):
+    """An empty cache in tmp_path, no decision of earlier tests, native bf16, and a recording fake measurement."""
+    monkeypatch.setenv("UNDO_PIPELINE_CACHE", str(tmp_path))
+    monkeypatch.setattr(train_mod, "_DECIDED", {})
+    monkeypatch.setattr(train_mod, "_DEFAULTED", set())
+    monkeypatch.setattr(train_mod, "bf16_native", lambda device: True)
+    calls, timings = [], {"fp32": 0.050, "bf16": 0.030}
+
+    def fake_measure(model, device, batch_size, seq_len, precisions, rounds=5):
+        calls.append((batch_size, seq_len, precisions))
+        return {p: timings[p] for p in precisions}
+
+    monkeypatch.setattr(train_mod, "measure_step_seconds", fake_measure)
+    return calls, timings, tmp_path / "precision.json"
+
+
+def _tiny_lm():
+    return build_model(_MC(vocab_size=20, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_len=16), 0)
+
+
+def test_auto_measures_once_then_reads_the_cache(precision_env, caplog):
+    calls, _, cache = precision_env
+    net = _tiny_lm()
+    with caplog.at_level("INFO", logger="pipeline_py"):
+        assert train_mod.resolve_precision("auto", torch.device("cpu"), net, 8, 16) == "bf16"
+    assert calls == [(8, 16, ("fp32", "bf16"))]
+    assert "precision auto -> bf16" in caplog.text and "fp32 50.0 ms, bf16 30.0 ms" in caplog.text
+    entry = next(iter(json.loads(cache.read_text()).values()))
+    assert entry["precision"] == "bf16" and entry["fp32_s"] == 0.050 and entry["bf16_s"] == 0.030
+    train_mod._DECIDED.clear()  # a new process: only the file remembers
+    assert train_mod.resolve_precision("auto", torch.device("cpu"), net, 8, 16) == "bf16"
+    assert len(calls) == 1  # no second measurement
+    train_mod.resolve_precision("auto", torch.device("cpu"), net, 4, 16)  # another batch shape: its own entry
+    assert len(calls) == 2 and len(json.loads(cache.read_text())) == 2
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, expected", [(0.050, 0.030, "bf16"), (0.050, 0.046, "fp32"),
+                                                      (0.050, 0.060, "fp32"), (0.100, 0.089, "bf16")])
+def test_auto_decides_by_the_timings_with_a_margin(precision_env, fp32_s, bf16_s, expected):
+    """bf16 only when its step is more than 10 % faster: 46 ms vs 50 ms (8 % faster) stays fp32."""
+    _, timings, _ = precision_env
+    timings.update(fp32=fp32_s, bf16=bf16_s)
+    assert train_mod.resolve_precision("auto", torch.device("cpu"), _tiny_lm(), 8, 16) == expected
+
+
+def test_explicit_precisions_bypass_measurement_and_cache(precision_env):
+    calls, _, cache = precision_env
+    for p in ("fp32", "bf16"):
+        assert train_mod.resolve_precision(p, torch.device("cpu"), _tiny_lm()) == p
+    assert isinstance(autocast("fp32", torch.device("cpu")), type(contextlib.nullcontext()))
+    assert calls == [] and not cache.exists()
+
+
+def test_no_native_bf16_resolves_to_fp32_without_measuring(precision_env, monkeypatch, caplog):
+    calls, _, cache = precision_env
+    monkeypatch.setattr(train_mod, "bf16_native", lambda device: False)
+    with caplog.at_level("INFO", logger="pipeline_py"):
+        assert train_mod.resolve_precision("auto", torch.device("cpu"), _tiny_lm()) == "fp32"
+    assert calls == [] and not cache.exists() and "bf16 not supported" in caplog.text
+
+
+def test_train_resolves_auto_once_and_autocast_follows_it(precision_env):
+    """train(..., 'auto') measures at its batch shape; autocast('auto') without a model then uses that decision."""
+    calls, _, _ = precision_env
+    net = _tiny_lm()
+    seen = []
+    x = torch.randint(0, 20, (4, 16))
+
+    def loss():
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return token_ce(net(x), x)
+
+    train(net, loss, TrainConfig(steps=3, lr=1e-3, batch_size=4, seq_len=16), "pretrain", "auto")
+    assert calls == [(4, 16, ("fp32", "bf16"))] and seen == [True, True, True]
+    assert train_mod._DECIDED == {"cpu": "bf16"}
+    assert not isinstance(autocast("auto", torch.device("cpu")), type(contextlib.nullcontext()))
+
+
+def test_auto_without_a_model_before_any_decision_is_fp32_on_cpu(precision_env):
+    calls, _, _ = precision_env
+    assert train_mod.resolve_precision("auto", torch.device("cpu")) == "fp32" and calls == []
+
+
+def test_real_measurement_returns_positive_step_times():
+    """The real timer on a tiny model (fp32 only, so it runs anywhere): a positive time, model untouched."""
+    net = _tiny_lm()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    t = train_mod.measure_step_seconds(net, torch.device("cpu"), 2, 8, ("fp32",), rounds=1)
+    assert set(t) == {"fp32"} and t["fp32"] > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters()) and torch.equal(rng, torch.get_rng_state())
