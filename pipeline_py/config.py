@@ -34,8 +34,8 @@ NAME = "[a-z][a-z0-9_]*"  # method names: they become directory names
 class Runtime(Section):
     """Where and how a stage computes (not part of a stage's science: results do not depend on it)."""
 
-    precision: str = key("auto", "bf16 autocast, fp32, or auto: bf16 only where the device computes it natively",
-                         choices=PRECISIONS)
+    precision: str = key("auto", "bf16 autocast, fp32, or auto: the faster of the two for this model on this "
+                         "machine, measured once and cached", choices=PRECISIONS)
     device: str = key("auto", "cpu, cuda[:N], or auto: cuda when a GPU is visible", pattern=r"auto|cpu|cuda(:[0-9]+)?")
     threads: int = key(1, "torch threads of the job", gt=0)
 
@@ -148,7 +148,8 @@ class Study(Section):
     results: str = key(doc="root of all outputs; they live under <results>/<setting>/seed<N>/", pattern=".+")
     setting: str = key(doc="what is retained and forgotten, and how it is measured", choices=SETTINGS)
     seeds: list[int] = key(doc="one study per seed (data, inits, training order)", ge=0, nonempty=True, unique=True)
-    precision: str = key("auto", "bf16 autocast, fp32, or auto (bf16 only where native)", choices=PRECISIONS)
+    precision: str = key("auto", "bf16 autocast, fp32, or auto (the faster, measured once per machine and model "
+                         "size)", choices=PRECISIONS)
     device: str = key("auto", "cpu, cuda[:N], or auto", pattern=r"auto|cpu|cuda(:[0-9]+)?")
     cluster: Cluster = key(Cluster(), "SLURM requests")
     arithmetic: ArithmeticConfig | None = key(None, "data of the arithmetic setting")
