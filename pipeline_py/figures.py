@@ -123,7 +123,8 @@ def plot_pareto(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_f
     from matplotlib.lines import Line2D
 
     budgets = sorted(summary.budget.unique())
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.6 * len(budgets) + 2.2, 4.4), squeeze=False, sharey=True)
+    width = 4.6 * len(budgets) + 1.8
+    fig, axes = plt.subplots(1, len(budgets), figsize=(width, 4.4), squeeze=False, sharey=True)
     mean = _means(summary, ["model", "budget"])
     mean = mean[mean.kind != "oracle_match"]
     methods = sorted(m for m in mean.method.unique() if m)
@@ -146,13 +147,12 @@ def plot_pareto(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_f
                ylim=_limits(forget_metric))
     axes[0][0].set_ylabel(f"{forget_metric} after the attack ({_direction(higher_is_better)})")
     handles = [Line2D([], [], marker="o", ls="none", color=c, label=m) for m, c in colors.items()]
-    handles += [Line2D([], [], marker=MARKERS[k], ls="none", color="k", mfc="none" if k == "undo" else "k",
-                       label=t) for k, t in (("base", "base"), ("oracle", "oracle"), ("unlearn", "unlearn only"),
+    handles += [Line2D([], [], marker=MARKERS[k], ls="none", color="k", label=t) for k, t in (("base", "base"), ("oracle", "oracle"), ("unlearn", "unlearn only"),
                                              ("undo", "UNDO (α beside)"), ("unlearn+distill", "fresh-init student"))]
     handles += [Line2D([], [], ls="--", color="0.5", label="frontier"),
                 Line2D([], [], marker="^", ls="none", color="k", mfc="none", label="hollow: not recovered")]
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 2.0 / (4.6 * len(budgets) + 2.2), 1))
+    fig.tight_layout(rect=(0, 0, 1 - 1.7 / width, 1))
     _save(fig, out_png)
 
 
@@ -169,13 +169,13 @@ def plot_compute(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_
         g = g.sort_values("compute_fraction")
         color = plt.cm.tab10(i % 10)
         ax.plot(g.compute_fraction, g.forget_attacked, "-", color=color, label=method)
-        for r in g.itertuples():
+        for j, r in enumerate(g.itertuples()):
             ax.errorbar(r.compute_fraction, r.forget_attacked, yerr=r.forget_attacked_ci, marker=MARKERS[r.kind],
                         color=color, mfc="none" if _hollow(r) else color, ls="none")
-            if r.kind in ("undo", "unlearn+distill"):
+            if r.kind in ("undo", "unlearn+distill"):  # labels staggered: students may share a compute value
                 ax.annotate("fresh" if r.kind == "unlearn+distill" else f"α {r.alpha:g}",
-                            (r.compute_fraction, r.forget_attacked), xytext=(4, 3), textcoords="offset points",
-                            fontsize=7, color=color)
+                            (r.compute_fraction, r.forget_attacked), xytext=(4, 3 + 9 * (j % 3)),
+                            textcoords="offset points", fontsize=7, color=color)
     for model, ls in (("oracle", ":"), ("base", "--")):
         if model in set(mean.model):
             ax.axhline(mean.set_index("model").loc[model, "forget_attacked"], ls=ls, color="k",

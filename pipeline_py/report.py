@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import study
 from .atomic import atomic_path
+from .claims import check_claims, claims_markdown
 from .config import Report
 from .settings import setting_of
 from .robustness import curve_area, mean_interval, robustness_ratio, steps_to_recover
@@ -244,7 +245,8 @@ def families_markdown(intervals: pd.DataFrame, forget_metric: str) -> str:
 
 
 def summarize(evals: list[str], curves: list[str], records: list[str], eval_data: str, summary: str, models: str,
-              models_mean: str, worst: str, compute: str, families: str, families_md: str, cfg: Report) -> None:
+              models_mean: str, worst: str, compute: str, families: str, families_md: str, claims: str, claims_md: str,
+              cfg: Report) -> None:
     """Stage: every model's evaluation, attack curves and compute records -> the tables the figures read.
     Metric names and direction the report section leaves null are the setting's (read from `eval_data`'s
     manifest)."""
@@ -264,11 +266,13 @@ def summarize(evals: list[str], curves: list[str], records: list[str], eval_data
     per_model = model_table(wc, before, ledger, forget_metric, retain_metric, higher_is_better)
     tables = {summary: budget_table(wc, before, ledger, budgets, forget_metric, retain_metric),
               models: per_model, models_mean: seed_means(per_model, ["model"]), worst: with_description(wc),
-              compute: ledger, families: per_family}
+              compute: ledger, families: per_family, claims: check_claims(per_model, higher_is_better)}
     for path, table in tables.items():
         with atomic_path(path) as tmp:
             table.assign(forget_metric=forget_metric, retain_metric=retain_metric,
                          higher_is_better=higher_is_better).to_csv(tmp, index=False)
     with atomic_path(families_md) as tmp:
         Path(tmp).write_text(families_markdown(per_family, forget_metric))
+    with atomic_path(claims_md) as tmp:
+        Path(tmp).write_text(claims_markdown(tables[claims], per_model.seed.nunique()))
     log.info("summarize: %d models, %d budget rows", len(per_model), len(tables[summary]))

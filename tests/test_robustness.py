@@ -11,7 +11,7 @@ import pytest
 
 from pipeline_py.figures import pareto_plot
 from pipeline_py.report import budget_table, model_table, read_records, seed_means, worst_case
-from pipeline_py.robustness import curve_area, robustness_ratio, steps_to_recover
+from pipeline_py.robustness import curve_area, mean_interval, robustness_ratio, steps_to_recover
 
 # ----------------------------------------------------------------------------- scalar summaries
 
@@ -45,6 +45,22 @@ def test_robustness_ratio_by_hand_in_both_directions():
     assert robustness_ratio(method=0.1, unlearned=0.8, oracle=0.1) == 1.0  # as robust as the oracle
     assert robustness_ratio(method=2.5, unlearned=1.0, oracle=3.0) == pytest.approx(0.75)  # cross-entropies
     assert math.isnan(robustness_ratio(0.5, 0.2, 0.2))
+
+
+def test_mean_interval_is_the_mean_and_95_percent_t_half_width():
+    mean, half = mean_interval([0.2, 0.4, 0.6])  # s = 0.2, t(0.975, df 2) = 4.303
+    assert mean == pytest.approx(0.4) and half == pytest.approx(4.303 * 0.2 / math.sqrt(3))
+    mean, half = mean_interval([1.0, 3.0])  # s = √2, t(0.975, df 1) = 12.706: 12.706 · √2 / √2
+    assert mean == pytest.approx(2.0) and half == pytest.approx(12.706)
+    mean, half = mean_interval([0.5])
+    assert mean == 0.5 and math.isnan(half)  # one seed: no interval
+    assert mean_interval([0.3, 0.3, 0.3, 0.3]) == (pytest.approx(0.3), 0.0)
+    mean, half = mean_interval([0.2, float("nan"), 0.6])  # a missing value is left out: df 1
+    assert mean == pytest.approx(0.4) and half == pytest.approx(12.706 * math.sqrt(0.08) / math.sqrt(2))
+    assert all(math.isnan(v) for v in mean_interval([])) and all(math.isnan(v) for v in mean_interval([float("nan")]))
+    vals = [0.1 * i for i in range(40)]  # beyond 30 degrees of freedom the normal quantile 1.96
+    sd = math.sqrt(sum((v - 1.95) ** 2 for v in vals) / 39)
+    assert mean_interval(vals) == (pytest.approx(1.95), pytest.approx(1.96 * sd / math.sqrt(40)))
 
 
 # ------------------------------------------------------------------------------ worst case

@@ -64,6 +64,22 @@ def scheduled_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
+def job_outputs(text: str) -> list[tuple[str, str]]:
+    """Every job block of a dry run as (rule, its output line)."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        out = re.search(r"^\s*output: (.*)$", block, re.M)
+        if m and out:
+            jobs.append((m.group(1), out.group(1)))
+    return jobs
+
+
+def finetuning(attack) -> list[str]:
+    """The attack families that are relearn jobs (every family but the quantization attack)."""
+    return [f for f in attack.families if f != "quant"]
+
+
 def merged_config(*files: Path, **overrides) -> dict:
     """config.yaml with `files` merged over it as Snakemake merges --configfile files (a mapping merges key by
     key, a list or a value replaces), then the `--config` overrides."""
@@ -110,16 +126,24 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
                 "pretrain_routed": 1, "ablate": 1,
                 "noise": n_undo * n_inits + n_era, "distill": n_undo * n_inits + n_era, "oracle_fresh_init": 1,
                 "match_oracle": n_match,
-                "relearn": n_models * len(attack.lrs) * len(attack.seeds) * len(attack.data),
+                "relearn": n_models * len(finetuning(attack)), "quantize": n_models,
                 "evaluate": n_models, "summarize": 1, "pareto_plot": 1}
+    assert attack.families == ["forget", "mix", "retain", "heldout", "quant"]  # tiny.yaml runs every family
     assert job_stats(proc.stdout + proc.stderr) == expected, output_of(proc)
     jobs = scheduled_jobs(proc.stdout + proc.stderr)
     evaluated = {wc["model"] for rule, wc in jobs if rule == "evaluate"}
     assert evaluated == set(models)
     assert all(re.fullmatch(study.WILDCARDS["model"], m) for m in evaluated)
-    # every attack run of every model, as pipeline_py.study names them
-    runs = {(wc["model"], wc["adata"], float(wc["lr"]), int(wc["aseed"])) for rule, wc in jobs if rule == "relearn"}
-    assert runs == {(m, d, lr, a) for m in models for d in attack.data for lr in attack.lrs for a in attack.seeds}
+    # one relearn job per model and finetuning family (every LR x attack seed inside), one quantize job per
+    # model; their outputs are the curve files pipeline_py.study names
+    runs = [(wc["model"], wc["family"]) for rule, wc in jobs if rule == "relearn"]
+    assert sorted(runs) == sorted((m, f) for m in models for f in finetuning(attack))
+    assert not any({"lr", "aseed", "adata"} & set(wc) for _, wc in jobs)
+    assert sorted(wc["model"] for rule, wc in jobs if rule == "quantize") == sorted(models)
+    root = f"{tmp_path}/{s.setting}"
+    outputs = {(rule, out) for rule, out in job_outputs(proc.stdout + proc.stderr) if rule in ("relearn", "quantize")}
+    assert outputs == {("quantize" if c.endswith("/quant.csv") else "relearn", c)
+                       for m in models for c in study.curves(root, s, 0, m)}
     # the ledger's checkpoints: the models and the noised starts, each written by exactly one job
     noised = {f"{wc['root']}/{wc['method']}/noised_{wc['init']}" for rule, wc in jobs if rule == "noise"}
     assert noised | {"oracle/noised_fresh"} == set(study.checkpoints(s)) - set(models)
@@ -145,8 +169,12 @@ BAD_CONFIGS = {  # id: (YAML merged over configs/tiny.yaml, texts that must appe
     "zero_pretrain_steps": ("pretrain: {steps: 0, lr: 3.0e-3}", ["pretrain", "steps", "minimum of 0"]),
     "negative_save_every": ("pretrain: {save_every: -1}", ["['pretrain']['save_every']", "-1", "minimum of 0"]),
     "empty_attack_lrs": ("attack: {lrs: []}", ["attack", "lrs", "[]", "non-empty"]),
-    "unknown_attack_data": ("attack: {data: [forget, retain]}",
-                            ["['attack']['data']", "retain", "['forget', 'mix']"]),
+    "unknown_attack_family": ("attack: {families: [forget, poison]}",
+                              ["['attack']['families']", "poison", "['forget', 'mix', 'retain', 'heldout', 'quant']"]),
+    "old_attack_data_key": ("attack: {data: [forget, mix]}",  # attack.families replaced it
+                            ["['attack']", "'data' was unexpected", "Additional properties are not allowed"]),
+    "unknown_quant_bits": ("attack: {quant_bits: [8, 16]}", ["['attack']['quant_bits']", "16", "[2, 3, 4, 8]"]),
+    "heldout_fraction_one": ("attack: {heldout_fraction: 1.0}", ["heldout_fraction", "1.0", "maximum of 1"]),
     "mix_fraction_one": ("attack: {mix_forget_fraction: 1.0}", ["mix_forget_fraction", "1.0", "maximum of 1"]),
     "unknown_oracle_match_init": ("oracle_match: {inits: [oracle]}", ["['oracle_match']['inits']", "oracle",
                                                                       "['base', 'fresh']"]),
@@ -259,8 +287,10 @@ def test_e2e_summary_table(e2e_run):
     assert (summary.compute_fraction > 0).all()
     assert (summary[summary.model == "oracle"].compute_fraction == 1.0).all()
     assert (summary.attack_step <= summary.budget).all()
-    assert set(summary.worst_lr) <= set(cfg.attack.lrs)
-    assert set(summary.worst_data) <= set(cfg.attack.data)
+    quant = {f"quant{b}" for b in cfg.attack.quant_bits}  # the quantization attack's runs: lr 0, any budget
+    assert set(summary.worst_lr) <= set(cfg.attack.lrs) | {0.0}
+    assert set(summary.worst_data) <= set(finetuning(cfg.attack)) | quant
+    assert (summary[summary.worst_data.isin(quant)].worst_lr == 0.0).all()
     assert (summary[summary.model.str.startswith("oracle")].labeled_fraction == 1.0).all()
     models = pd.read_csv(e2e_run / "arithmetic" / "models.csv")
     assert sorted(models.model) == sorted(tiny_models())
@@ -270,6 +300,51 @@ def test_e2e_summary_table(e2e_run):
     assert (trained.flops > 0).all() and (ledger.lineage_flops >= ledger.flops).all()
     assert ledger.loc["oracle/match_base", "lineage_flops"] == (
         ledger.loc["oracle/match_base", "flops"] + ledger.loc["base", "flops"] + ledger.loc["oracle", "flops"])
+
+
+@pytest.mark.e2e
+def test_e2e_attack_curves_and_family_table(e2e_run):
+    """One curve file per model and family: a finetuning family's holds every LR x attack seed, evaluated at
+    every eval_every steps from 0; quant.csv holds one step-0 run per bit width. families.csv holds every
+    model's families, the worst over them (the max of the family rows: accuracies) and the family that
+    decided it; families.md has a row per model."""
+    cfg = tiny_study()
+    a, root, models = cfg.attack, e2e_run / "arithmetic", tiny_models()
+    steps = list(range(0, a.steps + 1, a.eval_every))
+    assert steps == [0, 5, 10]
+    for m in models:
+        paths = study.curves(str(root), cfg, 0, m)
+        assert [study.locate("curve", p)["family"] for p in paths] == a.families
+        for path in paths:
+            family = study.locate("curve", path)["family"]
+            df = pd.read_csv(path)
+            assert list(df.columns) == ["step", "metric", "value", "lr", "seed", "data"], path
+            assert df.value.map(math.isfinite).all(), path
+            metrics = df.groupby(["data", "lr", "seed", "step"]).metric.apply(frozenset)
+            assert len(set(metrics)) == 1 and {"acc_forget", "acc_retain"} <= next(iter(set(metrics))), path
+            if family == "quant":
+                assert sorted(set(df.data)) == sorted(f"quant{b}" for b in a.quant_bits), path
+                assert set(df.step) == {0} and set(df.lr) == {0.0} and set(df.seed) == {0}, path
+                assert len(metrics) == len(a.quant_bits)
+            else:
+                assert set(df.data) == {family}, path
+                runs = df.groupby(["lr", "seed"]).step.apply(lambda x: sorted(set(x))).to_dict()
+                assert runs == {(lr, seed): steps for lr in a.lrs for seed in a.seeds}, path
+    families = pd.read_csv(root / "families.csv")
+    assert set(families.n_seeds) == {1} and set(families.forget_metric) == {"acc_forget"}
+    per_run = [f for f in a.families if f != "quant"] + [f"quant{b}" for b in a.quant_bits]
+    rows = set(zip(families.model, families.family))
+    assert {(m, f) for m in models for f in per_run + ["worst"]} <= rows
+    assert rows <= {(m, f) for m in models for f in per_run + ["worst", "worst_kept"]}
+    assert len(rows) == len(families)
+    for m, g in families.groupby("model"):
+        by = g.set_index("family")
+        assert by.loc["worst", "forget"] == pytest.approx(by.loc[per_run, "forget"].max()), m
+        assert by.loc["worst", "decided_by"] in per_run
+        assert by.loc[by.loc["worst", "decided_by"], "forget"] == pytest.approx(by.loc["worst", "forget"])
+        assert by.forget.between(0, 1).all(), m
+    md = (root / "families.md").read_text()
+    assert all(any(line.startswith(f"| {m} ") for line in md.splitlines()) for m in models)
 
 
 @pytest.mark.e2e
@@ -295,9 +370,10 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
     methods = study.undo_methods(cfg)
-    runs_per_model = len(study.curves("r", cfg, 0, "base"))
-    assert runs_per_model == len(cfg.attack.lrs) * len(cfg.attack.seeds) * len(cfg.attack.data)
-    assert job_stats(text) == {"noise": len(methods), "distill": len(methods), "relearn": len(methods) * runs_per_model,
+    families = len(study.curves("r", cfg, 0, "base"))  # one curve file per family; quant is its own rule
+    assert families == len(cfg.attack.families) == len(finetuning(cfg.attack)) + 1
+    assert job_stats(text) == {"noise": len(methods), "distill": len(methods),
+                               "relearn": len(methods) * (families - 1), "quantize": len(methods),
                                "evaluate": len(methods), "summarize": 1, "pareto_plot": 1}, output_of(proc)
     init = study.init_name(new, cfg.noise.beta)
     grown = Study.from_dict(merged_config(TINY, extra))
@@ -306,11 +382,13 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
     for rule, wc in scheduled_jobs(text):
         if rule in ("noise", "distill"):
             assert wc["init"] == init, (rule, wc)
-        elif rule in ("relearn", "evaluate"):
+        elif rule in ("relearn", "quantize", "evaluate"):
             assert wc["model"] in new_models, (rule, wc)
         else:
             assert rule in ("summarize", "pareto_plot"), (rule, wc)
     assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == new_models
+    assert sorted((wc["model"], wc["family"]) for rule, wc in scheduled_jobs(text) if rule == "relearn") == sorted(
+        (m, f) for m in new_models for f in finetuning(cfg.attack))
 
 
 @pytest.mark.e2e
@@ -340,9 +418,10 @@ def test_e2e_adding_an_era_alpha_reruns_only_its_student(e2e_run, tmp_path):
                          "--config", f"results={e2e_run}")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
-    runs = len(cfg.attack.lrs) * len(cfg.attack.seeds) * len(cfg.attack.data)
-    assert job_stats(text) == {"noise": 1, "distill": 1, "relearn": runs, "evaluate": 1, "summarize": 1,
-                               "pareto_plot": 1}, output_of(proc)
+    assert job_stats(text) == {"noise": 1, "distill": 1, "relearn": len(finetuning(cfg.attack)), "quantize": 1,
+                               "evaluate": 1, "summarize": 1, "pareto_plot": 1}, output_of(proc)
     new = f"routed/era/undo_{study.init_name(0.3, cfg.noise.beta)}"
     assert set(study.models(Study.from_dict(merged_config(TINY, extra)))) - set(tiny_models()) == {new}
     assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == {new}
+    assert sorted(wc["family"] for rule, wc in scheduled_jobs(text) if rule == "relearn") == sorted(
+        finetuning(cfg.attack))

@@ -14,7 +14,7 @@ rule relearn:
         f"{S}/benchmarks/relearn/{{model}}/{{family}}.tsv"
     params:
         call="pipeline_py.stages.attack.relearn",
-        cfg=section("attack"),
+        cfg=lambda w: section("attack", families=[w.family]),  # its own family: adding one reruns no other job
         family=lambda w: w.family,
         runtime=runtime,
     threads: ONE_CPU
@@ -35,7 +35,7 @@ rule quantize:
         f"{S}/logs/relearn/{{model}}/quant.log",
     params:
         call="pipeline_py.stages.attack.quantize",
-        cfg=section("attack"),
+        cfg=section("attack", families=["quant"]),
         runtime=runtime,
     threads: ONE_CPU
     resources: **job_resources(MEM_SMALL, 15, GPU if STUDY.setting == "wmdp" else None)

@@ -12,6 +12,8 @@ rule summarize:
         compute=report(f"{R}/compute.csv", caption="../report/compute.rst", category="Tables"),
         families=f"{R}/families.csv",
         families_md=f"{R}/families.md",
+        claims=f"{R}/claims.csv",
+        claims_md=f"{R}/claims.md",
     log:
         f"{R}/logs/summarize.log",
     params:
