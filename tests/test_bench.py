@@ -62,7 +62,7 @@ def fake_run(tmp_path):
     _log(s / "logs" / "pretrain.log", 3000)  # has a TSV: the TSV wins (overhead 10 - 3 s)
     _log(s / "logs" / "make_data.log", 2000)
     _log(s / "logs" / "noise_base_maxent_fresh.log", 500)
-    _log(s / "logs" / "relearn" / "base" / "maxent" / "forget_lr0.001_s0.log", 5000)
+    _log(s / "logs" / "relearn" / "base" / "maxent" / "forget.log", 5000)  # a family: every LR x attack seed
     _log(s / "logs" / "evaluate" / "base.log", 1000)
     (s / "logs" / "filter_data.log").write_text("2026-01-01 00:00:05,000 INFO only one stamp\n")  # no span
     _log(tmp_path / "arithmetic" / "logs" / "summarize.log", 1000)
@@ -103,9 +103,10 @@ def test_breakdown_cli_writes_json(fake_run, tmp_path, capsys):
 
 def test_stage_classes_of_rule_names():
     assert [bench.stage_class(n) for n in ("pretrain_oracle", "match_oracle_fresh", "oracle_fresh_init",
-                                           "distill_routed_era_a0.5_b0.1", "relearn/oracle/mix_lr0.003_s0",
-                                           "evaluate/base/npo", "filter_data", "pareto_plot", "ablate")] == \
-        ["pretrain", "distill", "distill", "distill", "attack", "evaluation", "data", "report", "unlearn"]
+                                           "distill_routed_era_a0.5_b0.1", "relearn/oracle/mix",
+                                           "relearn/base/maxent/quant", "evaluate/base/npo", "filter_data",
+                                           "pareto_plot", "ablate")] == \
+        ["pretrain", "distill", "distill", "distill", "attack", "attack", "evaluation", "data", "report", "unlearn"]
 
 
 # ---- bench/undo_reference.py: the UNDO-style loop runs and computes the same losses -------------------------

@@ -82,7 +82,8 @@ def test_bad_section_value_names_param_and_key():
                                          "families": ["forget", "poison"]}})
     assert msg.startswith("rule test: cfg.families = ['forget', 'poison'] is invalid")
     assert "['forget', 'mix', 'retain', 'heldout', 'quant']" in msg
-    msg = fail(relearn, {**base, "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5, "data": ["forget"]}})
+    msg = fail(relearn, {**base, "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5,
+                                         "data": ["forget"]}})
     assert msg.startswith("rule test: cfg.data: unknown key; allowed keys of cfg: [") and "'families'" in msg
     msg = fail(quantize, {"model": "m", "eval_data": "e", "out": "o.csv", "runtime": RUNTIME,
                           "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5, "quant_bits": [16]}},

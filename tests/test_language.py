@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline_py import language
+from pipeline_py import language, study
 from pipeline_py.batches import read_jsonl
 from pipeline_py.language import LanguageConfig, chunk, clean, sources, split_of, train_tokenizer
 from pipeline_py.language.evaluate import hangul_token_mask
@@ -321,7 +321,11 @@ def test_tiny_language_study_runs_end_to_end(tmp_path):
     assert summary.forget_attacked.map(math.isfinite).all() and (summary.forget_attacked > 0).all()
     base = summary[(summary.model == "base")].set_index("budget")
     assert base.loc[0, "forget_attacked"] == pytest.approx(base.loc[0, "forget_before"], rel=1e-3)
-    curves = pd.concat(pd.read_csv(p) for p in (tmp_path / "language/seed0/attack/base").glob("*lr*.csv"))
+    paths = sorted((tmp_path / "language/seed0/attack/base").glob("*.csv"))
+    assert [p.name for p in paths] == ["forget.csv"]  # one file for the forget family: every LR x attack seed
+    assert str(paths[0]) == study.curve(str(tmp_path / "language"), "base", "forget", 0)
+    curves = pd.concat(pd.read_csv(p) for p in paths)
+    assert set(zip(curves.data, curves.lr, curves.seed)) == {("forget", 3.0e-3, 0)}
     last = curves[(curves.metric == "ce_forget") & (curves.step == curves.step.max())]
     assert base.loc[base.index.max(), "forget_attacked"] == pytest.approx(last.value.min())
     for name in ("relearning_curves", "pareto", "robustness_vs_compute"):
@@ -339,6 +343,6 @@ def yaml_config() -> dict:
             "distill": {"steps": 10, "lr": 3.0e-3, "batch_size": 4, "seq_len": 32, "warmup": 2,
                         "stop_within": 0.1, "check_every": 5},
             "oracle_match": {"inits": [], "steps": 5},
-            "attack": {"lrs": [3.0e-3], "data": ["forget"], "seeds": [0], "steps": 6, "eval_every": 3, "batch_size": 4,
-                       "seq_len": 32},
+            "attack": {"lrs": [3.0e-3], "families": ["forget"], "seeds": [0], "steps": 6, "eval_every": 3,
+                       "batch_size": 4, "seq_len": 32},
             "report": {"budgets": [0, 6]}}

@@ -98,21 +98,55 @@ def test_inf_weight_with_a_finite_loss_stops_training():
 
 
 def test_attack_stage_twice_gives_identical_metrics(tiny_cfg, tiny_data, tmp_path):
-    """The relearn stage (training plus evaluation every 3 steps) run twice with one seed writes the same
-    curve, value for value; another attack seed changes it (so the comparison can fail)."""
+    """The relearn stage (one family: every LR x attack seed, training plus evaluation every 3 steps) run twice
+    writes the same curves, value for value; another attack seed changes a run (so the comparison can fail);
+    every run starts from the model's own weights: a run alone equals the same run among others."""
     model = build_model(tiny_cfg, 0)
     save_checkpoint(model, tiny_data, tmp_path / "m", {})
-    cfg = Attack(lrs=[3e-3], data=["forget"], seeds=[0, 1], steps=6, eval_every=3, batch_size=4, seq_len=32)
+    cfg = Attack(lrs=[3e-3, 1e-2], families=["forget"], seeds=[0, 1], steps=6, eval_every=3, batch_size=4,
+                 seq_len=32)
     curves = []
-    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+    for run, c in (("a", cfg), ("b", cfg), ("c", Attack.from_dict({**cfg.to_dict(), "lrs": [1e-2], "seeds": [1]}))):
         attack_stage.relearn(str(tmp_path / "m"), str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl"),
-                             str(tiny_data / "eval.jsonl"), str(tmp_path / f"{run}.csv"), cfg, data="forget", lr=3e-3,
-                             seed=seed, runtime=RUNTIME)
+                             str(tiny_data / "eval.jsonl"), str(tmp_path / f"{run}.csv"), c, family="forget",
+                             runtime=RUNTIME)
         curves.append(pd.read_csv(tmp_path / f"{run}.csv"))
     torch.set_num_threads(1)
-    assert sorted(set(curves[0].step)) == [0, 3, 6]
+    a = curves[0]
+    assert list(a.columns) == ["step", "metric", "value", "lr", "seed", "data"] and set(a.data) == {"forget"}
+    runs = a.groupby(["lr", "seed"]).step.apply(lambda x: sorted(set(x))).to_dict()
+    assert runs == {(lr, seed): [0, 3, 6] for lr in (3e-3, 1e-2) for seed in (0, 1)}
     pd.testing.assert_frame_equal(curves[0], curves[1], check_exact=True)
-    assert not curves[0].value.equals(curves[2].value)
+    run = lambda df, lr, seed: df[(df.lr == lr) & (df.seed == seed)].reset_index(drop=True)
+    assert not run(a, 3e-3, 0).value.equals(run(a, 3e-3, 1).value)  # the attack seed matters
+    assert not run(a, 3e-3, 0).value.equals(run(a, 1e-2, 0).value)  # so does the LR
+    step0 = a[a.step == 0].groupby(["lr", "seed"]).value.apply(tuple)
+    assert len(set(step0)) == 1  # every run starts from the same weights
+    pd.testing.assert_frame_equal(run(curves[2], 1e-2, 1), run(a, 1e-2, 1), check_exact=True)  # nothing carried over
+
+
+def test_quantize_stage_writes_one_step_zero_run_per_bit_width(tiny_cfg, tiny_data, tmp_path):
+    """The quantization attack: data 'quant8' / 'quant4', step 0, lr 0, seed 0, the setting's metrics; int8
+    barely moves the model's metrics; twice gives the same values."""
+    model = build_model(tiny_cfg, 0)
+    save_checkpoint(model, tiny_data, tmp_path / "m", {})
+    cfg = Attack(lrs=[3e-3], families=["quant"], seeds=[0], steps=6, eval_every=3)
+    for run in ("a", "b"):
+        attack_stage.quantize(str(tmp_path / "m"), str(tiny_data / "eval.jsonl"), str(tmp_path / f"{run}.csv"), cfg,
+                              RUNTIME)
+    q = pd.read_csv(tmp_path / "a.csv")
+    pd.testing.assert_frame_equal(q, pd.read_csv(tmp_path / "b.csv"), check_exact=True)
+    assert list(q.columns) == ["step", "metric", "value", "lr", "seed", "data"]
+    assert list(dict.fromkeys(q.data)) == ["quant8", "quant4"]
+    assert set(q.step) == {0} and set(q.lr) == {0.0} and set(q.seed) == {0}
+    attack_stage.evaluate(str(tmp_path / "m"), str(tiny_data / "eval.jsonl"), str(tmp_path / "eval.csv"), "m",
+                          RUNTIME)
+    ev = pd.read_csv(tmp_path / "eval.csv").set_index("metric").value
+    by = q.pivot_table(index="metric", columns="data", values="value")
+    assert set(by.index) == set(ev.index) and {"acc_forget", "acc_retain", "ce_forget", "ce_retain"} <= set(by.index)
+    for metric in ("ce_forget", "ce_retain"):
+        assert by.loc[metric, "quant8"] == pytest.approx(ev[metric], rel=0.02), metric
+        assert by.loc[metric, "quant4"] != ev[metric], metric  # 4 bits move the weights
 
 
 # ----------------------------------------------------------------------------- atomic outputs

@@ -7,9 +7,9 @@ the outputs match a local run of the same study file by file in shape (data byte
 cancelled job was resubmitted and its checkpoint loads and is finite. Skipped, with the reason, only
 where SLURM cannot be started at all (not root, or neither SLURM nor apt-get present).
 
-The study is configs/tiny.yaml narrowed to one method, one α, one attack LR and data choice and no oracle matching
-(23 SLURM jobs and 2 local ones): every stage of the main study still runs, and the test stays within
-a few minutes on 2 cores.
+The study is configs/tiny.yaml narrowed to one method, one α, one attack LR, the forget and quantization attack
+families and no oracle matching (29 SLURM jobs and 2 local ones): every stage of the main study still runs, and
+the test stays within a few minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SMALLER = {"noise": {"alphas": [0.5], "fresh_init": False, "methods": ["maxent"]},
            "unlearn": {"methods": ["maxent"],  # replaces config.yaml's list
                        "hparams": {"maxent": {"steps": 5, "lr": 3.0e-4}}},  # merged over tiny.yaml's entry
-           "attack": {"lrs": [3.0e-3], "data": ["forget"]}, "oracle_match": {"inits": []}}
+           "attack": {"lrs": [3.0e-3], "families": ["forget", "quant"]}, "oracle_match": {"inits": []}}
 KILLED_RULE = "pretrain"  # the base model: the first training job, a checkpoint every later job reads
 
 pytestmark = pytest.mark.e2e
@@ -153,6 +153,10 @@ def test_every_non_local_job_ran_as_a_slurm_job_with_its_resources(runs):
     assert "pareto_plot" in local_rules
     for rule in local_rules:
         expected.pop(rule)
+    # 6 models (base, oracle, maxent, its UNDO student, ERA, its UNDO student): per model one relearn job (the
+    # forget family), one quantize job and one evaluation
+    assert expected["relearn"] == expected["quantize"] == expected["evaluate"] == 6, expected
+    assert sum(expected.values()) == 29, expected
     done = [r for r in runs["records"] if r["state"] == "COMPLETED"]
     counts = {}
     for r in done:

@@ -153,7 +153,8 @@ def planned_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
 def test_paper_config_plans_its_study_with_gpu_jobs(tmp_path):
     """configs/wmdp.yaml, its model and corpora pointed at the local stand-ins, passes the schema and the
     config checks and plans its study: load_base instead of pretraining, no oracle, RMU and MaxEnt each
-    unlearned and distilled at α 0.25, attacked at 3 LRs. Every job holding the model asks for
+    unlearned and distilled at α 0.25, attacked on forget data at 3 LRs (one relearn job per model). Every job
+    holding the model asks for
     wmdp.resources' memory and wall time, the training and lm-eval jobs also for cluster.gpu's GPU."""
     fx = write_fixtures(tmp_path / "fx")
     overlay = tmp_path / "local.yaml"
@@ -170,8 +171,9 @@ def test_paper_config_plans_its_study_with_gpu_jobs(tmp_path):
     paper_study = Study.from_dict(merged_paper_config(overlay))
     models = 1 + 2 + 2  # base; rmu, maxent; their UNDO students
     assert len(study.models(paper_study)) == models and not paper_study.oracle
+    assert paper_study.attack.families == ["forget"] and len(paper_study.attack.lrs) == 3
     assert counts == {"make_data": 1, "filter_data": 1, "load_base": 1, "unlearn": 2, "noise": 2, "distill": 2,
-                      "relearn": models * 3, "evaluate": models, "summarize": 1, "pareto_plot": 1}
+                      "relearn": models, "evaluate": models, "summarize": 1, "pareto_plot": 1}
     paper = yaml.safe_load((REPO / "configs" / "wmdp.yaml").read_text())
     held = {"mem_mb": str(paper["wmdp"]["resources"]["mem_mb"]), "runtime": str(paper["wmdp"]["resources"]["runtime"])}
     for rule, res in jobs:
@@ -179,7 +181,7 @@ def test_paper_config_plans_its_study_with_gpu_jobs(tmp_path):
             continue
         want = {"mem_mb": "1000", "runtime": "10"} if rule == "filter_data" else held
         assert {k: res.get(k) for k in want} == want, (rule, res)
-        gpu = rule in ("unlearn", "distill", "relearn", "evaluate")
+        gpu = rule in ("unlearn", "distill", "relearn", "quantize", "evaluate")
         assert res.get("gpu") == (str(paper["cluster"]["gpu"]) if gpu else None), (rule, res)
     assert paper["cluster"]["gpu"] == 1
 
@@ -274,12 +276,48 @@ def test_attack_on_forget_data_lowers_forget_ce(wm, tmp_path):
     out = tmp_path / "curve.csv"
     relearn(str(wm["base"]), str(wm["data"] / "attack.jsonl"), str(wm["data"] / "train.jsonl"),
             str(wm["data"] / "eval.jsonl"), str(out),
-            Attack(lrs=[3e-3], seeds=[0], steps=6, eval_every=6, batch_size=4, seq_len=48), data="forget", lr=3e-3,
-            seed=0, runtime=Runtime(precision="fp32", device="cpu"))
-    c = pd.read_csv(out).pivot_table(index="step", columns="metric", values="value")
+            Attack(lrs=[3e-3], seeds=[0], steps=6, eval_every=6, batch_size=4, seq_len=48), family="forget",
+            runtime=Runtime(precision="fp32", device="cpu"))
+    df = pd.read_csv(out)
+    assert set(zip(df.data, df.lr, df.seed)) == {("forget", 3e-3, 0)}
+    c = df.pivot_table(index="step", columns="metric", values="value")
     assert list(c.index) == [0, 6]
     assert c.loc[6, "ce_forget"] < c.loc[0, "ce_forget"] - 0.05
     assert {"acc_wmdp_bio", "acc_wmdp_cyber", "acc_mmlu", "acc_forget", "acc_retain", "ce_retain"} <= set(c.columns)
+
+
+def test_heldout_attack_on_wmdp_splits_documents(wm):
+    """The heldout family in the wmdp setting trains on half of the attack pool's documents; the forget rows
+    it is scored on are of other documents (the eval split shares no document with the pool: all of them)."""
+    from pipeline_py.attack_data import attack_rows, split_forget_facts
+
+    pool, ev = read_jsonl(wm["data"] / "attack.jsonl"), read_jsonl(wm["data"] / "eval.jsonl")
+    rows, w, scored = attack_rows("heldout", str(wm["data"] / "attack.jsonl"), str(wm["data"] / "train.jsonl"), ev,
+                                  "wmdp", seed=0)
+    assert rows == split_forget_facts(pool, "wmdp", 0, 0.5)[0] and sum(w) == pytest.approx(1.0)
+    docs, pool_docs = {r["doc"] for r in rows}, {r["doc"] for r in pool}
+    assert 0 < len(docs) < len(pool_docs)
+    assert not docs & {r["doc"] for r in scored if r["forget"]}
+    assert scored == ev
+
+
+def test_quantize_attack_on_the_hf_model(wm, tmp_path):
+    """The quantization attack on the Hugging Face stand-in (transformers' own layers): step-0 rows of every
+    metric of the setting for int8 and 4 bits; int8 keeps the forget cross-entropy close to the model's."""
+    from pipeline_py.stages.attack import evaluate, quantize
+
+    rt = Runtime(precision="fp32", device="cpu")
+    quantize(str(wm["base"]), str(wm["data"] / "eval.jsonl"), str(tmp_path / "quant.csv"),
+             Attack(lrs=[3e-3], families=["quant"], seeds=[0], steps=6, eval_every=6), rt)
+    q = pd.read_csv(tmp_path / "quant.csv")
+    assert list(dict.fromkeys(q.data)) == ["quant8", "quant4"]
+    assert set(q.step) == {0} and set(q.lr) == {0.0} and set(q.seed) == {0}
+    by = q.pivot_table(index="metric", columns="data", values="value")
+    assert {"acc_wmdp_bio", "acc_wmdp_cyber", "acc_mmlu", "acc_forget", "acc_retain", "ce_forget"} <= set(by.index)
+    evaluate(str(wm["base"]), str(wm["data"] / "eval.jsonl"), str(tmp_path / "eval.csv"), "base", rt)
+    ev = pd.read_csv(tmp_path / "eval.csv").set_index("metric").value
+    assert set(by.index) == set(ev.index)
+    assert by.loc["ce_forget", "quant8"] == pytest.approx(ev["ce_forget"], rel=0.02)
 
 
 # ------------------------------------------------------------------------------------------ the DAG

@@ -114,7 +114,8 @@ def write_config(root: Path, results: Path) -> Path:
         "noise": {"alphas": [0.25], "beta": 0.0, "fresh_init": False, "methods": ["maxent"]},
         "distill": {"steps": 4, "lr": 1.0e-3, "batch_size": 4, "seq_len": 48, "warmup": 0, "weight_decay": 0.0,
                     "stop_within": None, "check_every": 4},
-        "attack": {"lrs": [1.0e-3], "data": ["forget"], "seeds": [0], "steps": 4, "eval_every": 4, "batch_size": 4, "seq_len": 48},
+        "attack": {"lrs": [1.0e-3], "families": ["forget"], "seeds": [0], "steps": 4, "eval_every": 4, "batch_size": 4,
+                   "seq_len": 48},
         "report": {"budgets": [0, 4]}, "oracle_match": {"inits": []}, "era": None,  # as configs/wmdp.yaml
     }
     path = Path(root) / "wmdp.yaml"
