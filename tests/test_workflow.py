@@ -392,6 +392,18 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
 
 
 @pytest.mark.e2e
+def test_e2e_dropping_an_attack_family_reruns_only_the_tables(e2e_run, tmp_path):
+    """Each attack job is given only its own family, so a study with fewer families plans no attack, training
+    or evaluation job over the tiny run's results: only the tables and figures are redone."""
+    fewer = tmp_path / "fewer_families.yaml"
+    fewer.write_text(yaml.safe_dump({"attack": {"families": ["forget", "quant"]}}))
+    proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY), str(fewer),
+                         "--config", f"results={e2e_run}")
+    assert proc.returncode == 0, output_of(proc)
+    assert job_stats(proc.stdout + proc.stderr) == {"summarize": 1, "pareto_plot": 1}, output_of(proc)
+
+
+@pytest.mark.e2e
 def test_e2e_html_report_holds_every_figure_with_its_caption(e2e_run, tmp_path):
     """`snakemake --report report.html` after the tiny run: one self-contained HTML file that embeds the
     four figures and the caption of each."""
