@@ -60,9 +60,12 @@ def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_for
     """Figure 1 from worst_case.csv: one panel per method with its models, the base and the oracle."""
     plt = _pyplot()
     methods = sorted(m for m in worst.method.dropna().unique() if m)
-    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(5 * max(1, len(methods)), 4), squeeze=False,
-                             sharey=True)
-    for ax, method in zip(axes[0], methods or [""]):
+    ncols = min(4, max(1, len(methods)))
+    nrows = -(-max(1, len(methods)) // ncols)  # panels in rows of at most four
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(methods or [""]):]:
+        ax.set_visible(False)
+    for ax, method in zip(axes.flat, methods or [""]):
         sub = worst[(worst.method == method) | worst.model.isin(REFERENCES)]
         for model, g in sub.groupby("model"):
             stats = _band(g, forget_metric)
@@ -72,9 +75,10 @@ def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_for
                     label=_label(r))
             ax.fill_between(stats.index, stats["mean"] - stats["ci"], stats["mean"] + stats["ci"], color=color,
                             alpha=0.15, lw=0)
-        ax.set(title=f"{method}: relearning attack (worst case)", xlabel="attack steps", ylabel=forget_metric,
-               ylim=_limits(forget_metric))
-        ax.legend(fontsize=7)
+        ax.set(title=method, xlabel="attack steps", ylabel=forget_metric, ylim=_limits(forget_metric))
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("relearning attack: worst case over the attacks at each step (bands: 95 % intervals over seeds)")
+    fig.tight_layout()
     _save(fig, out_png)
 
 
