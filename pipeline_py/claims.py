@@ -14,6 +14,7 @@ the whole worst-case attack and "more robust" meaning less forget capability aft
   c. robustness rises with α (the strongest α more robust than the weakest), and compute with it;
   d. UNDO at its strongest α matches the oracle's relearned forget within the interval, with less compute;
   e. oracle matching from the base reaches the oracle's outputs but not its robustness.
+A relearned value names, in brackets, the attack family whose run decided the worst case.
 """
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ class Stat:
         return self.mean + self.half
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f}" + (f" ± {self.half:.3f}" if self.known else " (one seed)")
+        by = getattr(self, "by", "")
+        return (f"{self.mean:.3f}" + (f" ± {self.half:.3f}" if self.known else " (one seed)")
+                + (f" [{by}]" if by else ""))
 
 
 def less_capable(a: Stat, b: Stat) -> str:
@@ -59,7 +62,12 @@ def less_capable(a: Stat, b: Stat) -> str:
 
 def _stat(models: pd.DataFrame, model: str, col: str, hib: bool = True) -> Stat | None:
     g = models[models.model == model]
-    return Stat(g[col].tolist(), hib) if len(g) else None
+    if not len(g):
+        return None
+    s = Stat(g[col].tolist(), hib)
+    if col == "forget_final" and "attack_family" in g:  # the attack family that decided the worst case
+        s.by = "/".join(sorted(set(g.attack_family.dropna().astype(str))))
+    return s
 
 
 def _recovered(models: pd.DataFrame, model: str) -> bool:

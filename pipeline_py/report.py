@@ -151,7 +151,8 @@ def model_table(wc: pd.DataFrame, before: pd.DataFrame, ledger: pd.DataFrame, fo
         steps, values = g.step.tolist(), g[forget_metric].tolist()
         base = before.loc[(seed, "base"), forget_metric]
         rows.append({"seed": seed, "model": model, "attack_steps": int(steps[-1]), "forget_final": values[-1],
-                     "forget_final_std": g.forget_std.iloc[-1], "area": curve_area(steps, values),
+                     "forget_final_std": g.forget_std.iloc[-1], "attack_family": g.data.iloc[-1],
+                     "area": curve_area(steps, values),
                      "steps_to_half": steps_to_recover(steps, values, base, 0.5, higher_is_better)})
     table = with_description(pd.DataFrame(rows))
     table = table.join(before[[forget_metric, retain_metric]].set_axis(["forget_before", "retain_before"], axis=1),

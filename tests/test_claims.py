@@ -18,6 +18,7 @@ def table(values=PAPER, recovered=1.0, sign=1.0):
         for seed, v in enumerate(vals):
             rows.append({"seed": seed, "model": model, "forget_final": sign * v, "forget_before": sign * 0.05,
                          "retain_before": 0.8, "labeled_fraction": 0.01,
+                         "attack_family": "quant4" if model == "oracle" else "mix",
                          "compute_fraction": 0.4 + 0.1 * d["alpha"] if d["kind"] == "undo" else 0.5,
                          "recovered": recovered if d["kind"] in ("undo", "unlearn+distill") else float("nan"), **d})
     return pd.DataFrame(rows)
@@ -36,9 +37,12 @@ def test_interval_comparison_by_hand():
 
 
 def test_verdicts_follow_the_intervals():
-    v = verdicts(table())
+    out = check_claims(table())
+    v = dict(out[["claim", "verdict"]].itertuples(index=False))
     assert v == {"a": "reproduced", "b": "not reproduced", "c": "reproduced", "d": "reproduced",
                  "e": "reproduced"}
+    b = out.set_index("claim").loc["b", "evidence"]  # each relearned value names the family that decided it
+    assert "relearned 0.350 ± 0.124 [mix]" in b and "oracle 0.060 ± 0.025 [quant4]" in b
 
 
 def test_a_student_that_did_not_recover_leaves_its_claims_unresolved():
