@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline_py import bench
+from pipeline_py import bench, clock
 from pipeline_py.model import ModelConfig
 
 
@@ -73,7 +73,7 @@ def fake_run(tmp_path):
 def test_breakdown_by_hand(fake_run):
     """Start-up 1 s per job. Walls: TSV jobs as written (10, 4, 6, 8, 12, 3); log jobs span + 1 s: make_data 3,
     noise 1.5, relearn 6, evaluate 2, summarize 2, pareto_plot 1.5; total 59 s over 12 jobs."""
-    b = bench.breakdown(fake_run, startup=1.0, cores=2)
+    b = clock.breakdown(fake_run, startup=1.0, cores=2)
     assert b["jobs"] == 12 and b["from_benchmarks"] == 6
     assert b["observed_overhead_jobs"] == 1 and b["observed_overhead"] == pytest.approx(7.0)  # pretrain
     assert b["total_seconds"] == pytest.approx(59.0)
@@ -90,7 +90,7 @@ def test_breakdown_by_hand(fake_run):
                                                 "distill": 8.0, "attack": 6.0, "report": 3.5})
     assert b["longest_chain_seconds"] == pytest.approx(43.0)
     assert b["per_core_seconds"] == pytest.approx(29.5) and b["lower_bound_seconds"] == pytest.approx(43.0)
-    text = bench.format_breakdown(b)
+    text = clock.format_breakdown(b)
     assert "critical path on 2 cores" in text and "43.0" in text
 
 
@@ -102,7 +102,7 @@ def test_breakdown_cli_writes_json(fake_run, tmp_path, capsys):
 
 
 def test_stage_classes_of_rule_names():
-    assert [bench.stage_class(n) for n in ("pretrain_oracle", "match_oracle_fresh", "oracle_fresh_init",
+    assert [clock.stage_class(n) for n in ("pretrain_oracle", "match_oracle_fresh", "oracle_fresh_init",
                                            "distill_routed_era_a0.5_b0.1", "relearn/oracle/mix",
                                            "relearn/base/maxent/quant", "evaluate/base/npo", "filter_data",
                                            "pareto_plot", "ablate")] == \
