@@ -1,4 +1,4 @@
-"""Call a stage by its dotted path, from a Snakemake rule (workflow/scripts/call.py) or the shell:
+r"""Call a stage by its dotted path, from a Snakemake rule (workflow/scripts/call.py) or the shell:
 
     python -m pipeline_py pipeline_py.stages.pretrain.pretrain data=results/arithmetic/seed0/data/train.jsonl \
         tokenizer=results/arithmetic/seed0/data/tokenizer.json out=/tmp/base/model.safetensors \
