@@ -8,6 +8,7 @@ import re
 
 import pandas as pd
 import pytest
+from test_heldout import operand_pair
 
 from pipeline_py.figures import pareto_plot
 from pipeline_py.report import budget_table, model_table, read_records, seed_means, worst_case
@@ -254,17 +255,6 @@ def test_packed_stream_draws_the_mixture_share(tiny_data, tok):
     stream = PackedStream(tok, rows, 4, 32, seed=0, weights=w)
     draws = stream.rng.choice(len(rows), size=20_000, p=stream.p)
     assert sum(rows[i]["forget"] for i in draws) / len(draws) == pytest.approx(0.25, abs=0.015)
-
-
-def operand_pair(row: dict) -> tuple[int, int]:
-    """The unordered operand pair of a mul or div row, read from its prompt and answer (not from the `fact`
-    key the split uses): a*b -> {a, b}; (a*b)/b -> {answer, b}."""
-    a, b = map(int, re.findall(r"\d+", row["prompt"])[:2])
-    if row["op"] == "mul":
-        assert int(row["answer"]) == a * b
-        return tuple(sorted((a, b)))
-    assert row["op"] == "div" and int(row["answer"]) * b == a
-    return tuple(sorted((int(row["answer"]), b)))
 
 
 def test_retain_attack_trains_on_retain_rows_only(tiny_data):
