@@ -14,14 +14,13 @@ forget accuracy on `eval` during the attack means latent knowledge came back, no
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .batches import write_jsonl
 from .section import Section, key
 from .evaluation import Evaluator
-from .settings import Metrics
+from .settings import Metrics, unit_hash
 from .tokenizer import build_tokenizer, save_tokenizer
 
 OPS = {  # name: (symbol, word, is_forget)
@@ -57,12 +56,6 @@ class ArithmeticConfig(Section):
     eval_per_op: int = key(200, "evaluation problems per operation (subsampled by hash when more exist)", gt=0)
 
 
-def _unit_hash(*parts) -> float:
-    """A stable number in [0, 1) from its arguments (independent of PYTHONHASHSEED)."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def facts(op: str, cfg: ArithmeticConfig) -> list[tuple[int, int, int]]:
     """(a, b, answer) for every problem of one operation."""
     if op == "add":
@@ -95,17 +88,17 @@ def generate(cfg: ArithmeticConfig, seed: int) -> dict[str, list[dict]]:
         eval_rows = []
         for a, b, ans in facts(op, cfg):
             key = fact_key(op, a, b, ans)
-            is_eval = _unit_hash(seed, "eval", key) < cfg.eval_fraction
+            is_eval = unit_hash(seed, "eval", key) < cfg.eval_fraction
             base = {"op": op, "forget": forget, "fact": key, "answer": str(ans)}
             for t, template in enumerate(TRAIN_TEMPLATES):
                 to_attack = (not is_eval and forget
-                             and _unit_hash(seed, "attack", key, a, b, t) < cfg.attack_fraction)
+                             and unit_hash(seed, "attack", key, a, b, t) < cfg.attack_fraction)
                 row = base | {"prompt": render(template, op, a, b), "template": f"train{t}"}
                 splits["attack" if to_attack else "train"].append(row)
             if is_eval:
                 for t, template in enumerate(HELDOUT_TEMPLATES):
                     eval_rows.append(base | {"prompt": render(template, op, a, b), "template": f"heldout{t}"})
-        eval_rows.sort(key=lambda r: _unit_hash(seed, "pick", r["prompt"]))
+        eval_rows.sort(key=lambda r: unit_hash(seed, "pick", r["prompt"]))
         splits["eval"] += eval_rows[: cfg.eval_per_op]
     return splits
 

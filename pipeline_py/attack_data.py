@@ -11,10 +11,10 @@ so forget accuracy coming back on the held-out half is latent knowledge returnin
 """
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 
 from .batches import read_jsonl
+from .settings import unit_hash
 
 FINETUNE = ("forget", "mix", "retain", "heldout")  # attack families that finetune the model
 
@@ -64,12 +64,6 @@ def attack_rows(family: str, attack: str, retain: str, eval_rows: list[dict], se
 
 
 # ------------------------------------------------------------------ held-out facts (relearning attack)
-
-def unit_hash(*parts) -> float:
-    """A stable number in [0, 1) from its arguments (independent of PYTHONHASHSEED)."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
 
 SPLIT_BY = {"arithmetic": "operand pair", "language": "document", "wmdp": "document"}
 

@@ -12,7 +12,6 @@ of the evaluation), which travels with every checkpoint: an evaluator finds it b
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict
@@ -24,7 +23,7 @@ from .atomic import atomic_dir, atomic_path
 from .batches import write_jsonl
 from .checkpoint import make_record, save_checkpoint
 from .evaluation import Evaluator
-from .settings import Metrics
+from .settings import Metrics, unit_hash
 from .tokenizer import load_tokenizer
 from .train import autocast, setup_runtime
 from .wmdp_sources import WmdpConfig
@@ -33,11 +32,6 @@ log = logging.getLogger("pipeline_py")
 # acc_forget: mean accuracy over the forget tasks (WMDP bio, cyber); acc_retain: over the retain tasks (MMLU)
 METRICS = Metrics(retain="acc_retain", forget="acc_forget", higher_is_better=True)
 LM_EVAL_FILE = "lm_eval.json"
-
-
-def _unit_hash(*parts) -> float:
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def chunk_text(tok, text: str, n_tokens: int) -> list[str]:
@@ -58,13 +52,13 @@ def split_rows(cfg: WmdpConfig, tok, docs: dict[tuple[str, bool], list[str]], se
     for (op, forget), texts in docs.items():
         eval_rows = []
         for d, text in enumerate(texts):
-            u = _unit_hash(seed, op, d, text[:200])
+            u = unit_hash(seed, op, d, text[:200])
             split = ("eval" if u < cfg.eval_fraction
                      else "attack" if forget and u < cfg.eval_fraction + cfg.attack_fraction else "train")
             rows = [{"prompt": "", "answer": c, "op": op, "forget": forget, "doc": f"{op}:{d}"}
                     for c in chunk_text(tok, text, cfg.chunk_tokens)]
             (eval_rows if split == "eval" else splits[split]).extend(rows)
-        eval_rows.sort(key=lambda r: _unit_hash(seed, "pick", r["answer"][:200]))
+        eval_rows.sort(key=lambda r: unit_hash(seed, "pick", r["answer"][:200]))
         splits["eval"] += eval_rows[: cfg.eval_per_op]
         for split in splits:
             if not any(r["op"] == op for r in splits[split]) and (split != "attack" or forget):

@@ -134,7 +134,7 @@ def test_eval_per_op_count(splits):
     cfg = arithmetic.ArithmeticConfig(**TINY_DATA)
     for op in OPS:
         n_eval_facts = sum(1 for a, b, c in arithmetic.facts(op, cfg)
-                           if arithmetic._unit_hash(0, "eval", arithmetic.fact_key(op, a, b, c)) < cfg.eval_fraction)
+                           if arithmetic.unit_hash(0, "eval", arithmetic.fact_key(op, a, b, c)) < cfg.eval_fraction)
         assert n_eval_facts > 0
         got = sum(r["op"] == op for r in splits["eval"])
         assert got == min(TINY_DATA["eval_per_op"], n_eval_facts * len(HELDOUT_TEMPLATES)), op

@@ -11,7 +11,6 @@ work on it unchanged.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ..batches import write_jsonl
 from ..section import Section, key
-from ..settings import Metrics
+from ..settings import Metrics, unit_hash
 from ..tokenizer import SPECIALS, save_tokenizer
 from .clean import is_hangul, keep_paragraph
 from .evaluate import LanguageEvaluator
@@ -55,12 +54,6 @@ class LanguageConfig(Section):
         if self.eval_fraction + self.attack_fraction >= 1.0:
             raise ValueError(f"eval_fraction + attack_fraction = {self.eval_fraction} + {self.attack_fraction} is "
                              "invalid: it must be < 1")
-
-
-def unit_hash(*parts) -> float:
-    """A stable number in [0, 1) from its arguments."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def split_of(doc: str, lang: str, cfg: LanguageConfig, seed: int) -> str:

@@ -13,6 +13,7 @@ there (`setting_of`), so no rule needs to pass it along.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ class Metrics:
     def within(self, value: float, target: float, tolerance: float) -> bool:
         """Is `value` no worse than `target` by more than `tolerance`?"""
         return value >= target - tolerance if self.higher_is_better else value <= target + tolerance
+
+
+def unit_hash(*parts) -> float:
+    """A stable number in [0, 1) from its arguments (independent of PYTHONHASHSEED): the settings' splits
+    and subsamples hash with it."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def get_setting(name: str) -> ModuleType:
