@@ -20,12 +20,12 @@ Every public name is re-exported here, so `from pipeline_py.routing import ...` 
 from __future__ import annotations
 
 from .checkpoint import ROUTING, WEIGHTS, load_routed, save_routed
-from .config import ROUTE_TOKENS, EraConfig
+from .config import ROUTE_TOKENS, EraConfig, stage_keys
 from .masks import labeled_mask, route_weights, targets, unigram_weights
 from .model import RoutedLM, RoutedMLP, RouteGrad
 from .stream import RoutedStream
 
-__all__ = ["EraConfig", "ROUTE_TOKENS",
+__all__ = ["EraConfig", "ROUTE_TOKENS", "stage_keys",
            "targets", "route_weights", "labeled_mask", "unigram_weights",
            "RoutedStream",
            "RouteGrad", "RoutedMLP", "RoutedLM",

@@ -7,6 +7,16 @@ from dataclasses import dataclass
 from ..section import Section, key
 
 ROUTE_TOKENS = ("answer", "example")  # which targets of a labeled forget example are routed
+ABLATE_KEYS = ("finetune_steps", "finetune_lr")  # the era keys only the ablation reads
+WORKFLOW_KEYS = ("undo_alphas",)  # the era keys only the workflow reads (which students to distill)
+
+
+def stage_keys(era: dict, stage: str) -> dict:
+    """The entries of an era mapping that one stage reads: 'pretrain_routed' or 'ablate'. A rule passes only
+    these, so changing the finetune reruns nothing before the ablation."""
+    if stage == "ablate":
+        return {k: v for k, v in era.items() if k in ABLATE_KEYS}
+    return {k: v for k, v in era.items() if k not in ABLATE_KEYS + WORKFLOW_KEYS}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,18 +21,13 @@ from ..config import Runtime
 from ..losses import token_ce
 from ..model import ModelConfig
 from ..resume import Resume
-from ..routing import EraConfig, RoutedLM, RoutedStream, load_routed, route_weights, save_routed, targets
+from ..routing import (EraConfig, RoutedLM, RoutedStream, load_routed, route_weights, save_routed, stage_keys,
+                       targets)
 from ..tokenizer import load_tokenizer
 from ..train import TrainConfig, setup_runtime, train
 from .pretrain import lm_loss
 
 log = logging.getLogger("pipeline_py")
-ABLATE_KEYS = ("finetune_steps", "finetune_lr")  # the era keys only ablate reads (undo_alphas: the workflow's)
-
-
-def routing_keys(ec: EraConfig) -> dict:
-    """The era keys the routed pretraining reads."""
-    return {k: v for k, v in ec.to_dict().items() if k not in ABLATE_KEYS + ("undo_alphas",)}
 
 
 def pretrain_routed(data: str, tokenizer: str, out: str, model: ModelConfig, train_cfg: TrainConfig, era: EraConfig,
@@ -64,7 +59,7 @@ def pretrain_routed(data: str, tokenizer: str, out: str, model: ModelConfig, tra
                                era=ec, precision=precision, seed=seed)
     train(net, loss, tc, "pretrain_routed", precision, dev, resume=resume)
     rec = make_record("pretrain_routed", net, None, stream.tokens_seen, labeled_examples=int(stream.labeled.sum()),
-                      data=data, data_examples=len(rows), era=routing_keys(ec), routed_tokens=stream.routed_tokens)
+                      data=data, data_examples=len(rows), era=stage_keys(ec.to_dict(), "pretrain_routed"), routed_tokens=stream.routed_tokens)
     save_routed(net, Path(tokenizer).parent, out, rec)
     resume.clear()
 
@@ -87,6 +82,6 @@ def ablate(routed: str, retain: str, out: str, era: EraConfig, runtime: Runtime,
         steps = train(net, lambda: lm_loss(net, next(stream), dev), tc, "ablate[finetune]", precision, dev)
     labeled = len(retain_rows) if ec.finetune_steps else 0  # the labeled retain examples the finetune reads
     rec = make_record("ablate", net, parent, stream.tokens_seen, labeled_examples=labeled, steps=steps, routed=routed,
-                      era={k: v for k, v in ec.to_dict().items() if k in ABLATE_KEYS})
+                      era=stage_keys(ec.to_dict(), "ablate"))
     save_checkpoint(net, routed, out, rec)
 

@@ -1,6 +1,6 @@
 # ERA (gradient routing): a routed pretraining with the base's recipe, then ablation of the extra neurons.
 # Each rule gets only the era keys it reads, so changing the finetune reruns only what follows ablate.
-ROUTING_KEYS = [k for k in (config.get("era") or {}) if k not in ("finetune_steps", "finetune_lr", "undo_alphas")]
+from pipeline_py.routing import stage_keys
 
 
 rule pretrain_routed:
@@ -17,7 +17,7 @@ rule pretrain_routed:
         call="pipeline_py.stages.era.pretrain_routed",
         model=section("model"),
         train_cfg=section("pretrain"),
-        era={k: v for k, v in (config.get("era") or {}).items() if k in ROUTING_KEYS},
+        era=stage_keys(config.get("era") or {}, "pretrain_routed"),
         runtime=runtime,
         seed=lambda w: int(w.seed),
     threads: HALF
@@ -40,7 +40,7 @@ rule ablate:
         f"{S}/benchmarks/ablate.tsv"
     params:
         call="pipeline_py.stages.era.ablate",
-        era={k: v for k, v in (config.get("era") or {}).items() if k in ("finetune_steps", "finetune_lr")},
+        era=stage_keys(config.get("era") or {}, "ablate"),
         runtime=runtime,
         seed=lambda w: int(w.seed),
     threads: ONE_CPU
