@@ -30,9 +30,10 @@ VERDICTS = ("reproduced", "not reproduced", "unresolved")
 class Stat:
     """Mean and 95 % interval over seeds of one model's column."""
 
-    def __init__(self, values: list[float], higher_is_better: bool = True):
+    def __init__(self, values: list[float], higher_is_better: bool = True, by: str = ""):
         self.mean, self.half = mean_interval(values)
         self.n, self.sign = len(values), 1 if higher_is_better else -1
+        self.by = by  # the attack family that decided a relearned value
 
     @property
     def known(self) -> bool:
@@ -45,9 +46,8 @@ class Stat:
         return self.mean + self.half
 
     def __str__(self) -> str:
-        by = getattr(self, "by", "")
         return (f"{self.mean:.3f}" + (f" ± {self.half:.3f}" if self.known else " (one seed)")
-                + (f" [{by}]" if by else ""))
+                + (f" [{self.by}]" if self.by else ""))
 
 
 def less_capable(a: Stat, b: Stat) -> str:
@@ -64,10 +64,9 @@ def _stat(models: pd.DataFrame, model: str, col: str, hib: bool = True) -> Stat 
     g = models[models.model == model]
     if not len(g):
         return None
-    s = Stat(g[col].tolist(), hib)
-    if col == "forget_final" and "attack_family" in g:  # the attack family that decided the worst case
-        s.by = "/".join(sorted(set(g.attack_family.dropna().astype(str))))
-    return s
+    by = "/".join(sorted(set(g.attack_family.dropna().astype(str)))) if col == "forget_final" and \
+        "attack_family" in g else ""
+    return Stat(g[col].tolist(), hib, by)
 
 
 def _recovered(models: pd.DataFrame, model: str) -> bool:

@@ -82,23 +82,26 @@ def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_for
     _save(fig, out_png)
 
 
+def _interval(values) -> tuple[float, float]:
+    """Mean over seeds and the half-width of its 95 % t-interval, 0 for one seed (bars vanish, not mislead)."""
+    mean, half = mean_interval(list(values))
+    return mean, 0.0 if half != half else half
+
+
 def _band(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per step: the mean over seeds and the half-width of its 95 % t-interval (0 for one seed)."""
-    rows = {step: mean_interval(g[metric].tolist()) for step, g in curve.groupby("step")}
-    return pd.DataFrame({"mean": [m for m, _ in rows.values()],
-                         "ci": [0.0 if h != h else h for _, h in rows.values()]}, index=list(rows))
+    """Per step: the mean over seeds and its interval half-width (`_interval`)."""
+    rows = {step: _interval(g[metric]) for step, g in curve.groupby("step")}
+    return pd.DataFrame(list(rows.values()), columns=["mean", "ci"], index=list(rows))
 
 
 def _means(summary: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean over seeds of every numeric column, and `<col>_ci`, the half-width of its 95 % t-interval (0 for
-    one seed, so error bars vanish rather than mislead)."""
+    """Mean over seeds of every numeric column, and `<col>_ci`, its interval half-width (`_interval`)."""
     num = [c for c in summary.select_dtypes("number").columns if c not in by + ["seed"]]
     rows = []
     for key, g in summary.groupby(by):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         for c in num:
-            row[c], half = mean_interval(g[c].tolist())
-            row[f"{c}_ci"] = 0.0 if half != half else half
+            row[c], row[f"{c}_ci"] = _interval(g[c])
         rows.append(row)
     return with_description(pd.DataFrame(rows))
 

@@ -97,12 +97,12 @@ class Section:
             value, meta, tp = getattr(self, f.name), f.metadata, hints[f.name]
             if not meta:
                 continue
-            allowed = _describe(tp) + (f" ({_bounds(meta)})" if _bounds(meta) else "")
             items = value if isinstance(value, (list, tuple)) else [value]
             ok = (_is(value, tp) and all(_in_bounds(v, meta) for v in items)
                   and not (meta["nonempty"] and isinstance(value, (list, tuple, dict)) and not value)
                   and not (meta["unique"] and isinstance(value, (list, tuple)) and len(set(map(repr, value))) != len(value)))
             if not ok:
+                allowed = _describe(tp) + (f" ({_bounds(meta)})" if _bounds(meta) else "")
                 extra = ", non-empty" if meta["nonempty"] else ""
                 raise ValueError(f"{f.name} = {value!r} is invalid: it must be {allowed}{extra}"
                                  + (", without repeats" if meta["unique"] else ""))

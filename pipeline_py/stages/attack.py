@@ -16,7 +16,7 @@ from ..batches import PackedStream, read_jsonl
 from ..checkpoint import atomic_path, load_checkpoint
 from ..config import Attack, Runtime
 from ..quant import quantize_model
-from ..settings import setting_name, setting_of
+from ..settings import get_setting, setting_name, setting_of
 from ..tokenizer import load_tokenizer
 from ..train import TrainConfig, setup_runtime, train
 from .pretrain import lm_loss
@@ -33,11 +33,12 @@ def relearn(model: str, attack: str, retain: str, eval_data: str, out: str, cfg:
     dev = setup_runtime(runtime.threads, runtime.device)
     start, _ = load_checkpoint(model)
     tok = load_tokenizer(model)
-    setting = setting_of(eval_data)
+    name = setting_name(eval_data)
+    setting, eval_rows = get_setting(name), read_jsonl(eval_data)
     frames = []
     for seed in cfg.seeds:
-        rows, weights, scored = attack_rows(family, attack, retain, read_jsonl(eval_data), setting_name(eval_data),
-                                            seed, cfg.mix_forget_fraction, cfg.heldout_fraction)
+        rows, weights, scored = attack_rows(family, attack, retain, eval_rows, name, seed, cfg.mix_forget_fraction,
+                                            cfg.heldout_fraction)
         evaluator = setting.evaluator(tok, scored)
         for lr in cfg.lrs:
             net = copy.deepcopy(start)

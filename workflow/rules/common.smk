@@ -6,6 +6,7 @@ from pipeline_py.config import Study
 
 # Every section typed and checked, with the checks that tie keys together; an error names the key path.
 STUDY = Study.from_dict(config)
+SECTIONS = STUDY.to_dict()  # every section as a mapping, defaults filled in (what rules hand to stages)
 R = f"{STUDY.results}/{STUDY.setting}"  # every output of this setting
 S = study.seed_dir(R)  # one seed's data, models, attacks and metrics ({seed} wildcard)
 MODELS = study.models(STUDY)  # attacked and evaluated
@@ -34,7 +35,7 @@ def curves(seed, model):
 
 def section(name, **changes):
     """A config section as the mapping a stage function's typed parameter is built from."""
-    return {**STUDY.to_dict()[name], **changes}
+    return {**SECTIONS[name], **changes}
 
 
 # On a cluster no --cores is given (the submitting process) or the job runs inside its own allocation
