@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import math
@@ -64,7 +65,9 @@ def setup_runtime(threads: int = 1, device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (read once per process: every 'auto' autocast asks)."""
     try:
         flags = open("/proc/cpuinfo").read()
     except OSError:
@@ -185,8 +188,9 @@ def resolve_precision(precision: str, device: torch.device, model: torch.nn.Modu
         return precision
     dev = str(device)
     if not bf16_native(device):
+        if _DECIDED.get(dev) != "fp32":  # logged once: autocast asks again at every step and evaluation batch
+            log.info("precision auto -> fp32: bf16 not supported natively on %s", dev)
         _DECIDED[dev] = "fp32"
-        log.info("precision auto -> fp32: bf16 not supported natively on %s", dev)
         return "fp32"
     shape = shape_key(model, batch_size, seq_len) if model is not None else None
     if shape is None:
