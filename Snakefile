@@ -20,6 +20,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 # pretrained Hugging Face models stand in for pretraining in the wmdp setting
 include: "workflow/rules/load_base.smk" if STUDY.setting == "wmdp" else "workflow/rules/pretrain.smk"
+# pretrain_seed: the other seeds copy that seed's pretraining
+if STUDY.pretrain_seed is not None:
+
+    include: "workflow/rules/share.smk"
+
+
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/oracle_match.smk"

@@ -33,7 +33,8 @@ def attack_rows(family: str, attack: str, retain: str, eval_rows: list[dict], se
     forget: the attack pool (forget renderings no other split holds); mix: the pool plus retain examples of
     the training data (`mix_forget_fraction` of the draws from the pool); retain: retain examples only (an
     attacker holding just ordinary data); heldout: one half of the pool's facts (`split_forget_facts`), scored
-    on the evaluation rows of facts that half does not hold, so nothing it recovers was shown to it."""
+    on the evaluation rows of facts that half does not hold, so nothing it recovers was shown to it. The retain
+    examples of mix and retain leave out every fact the evaluation set scores (rows with a `fact` key)."""
     if family not in FINETUNE:
         raise ValueError(f"attack.families entry {family!r} is not a finetuning attack; allowed: {list(FINETUNE)}")
     forget_rows = read_jsonl(attack)
@@ -41,7 +42,8 @@ def attack_rows(family: str, attack: str, retain: str, eval_rows: list[dict], se
     if not_forget:
         raise ValueError(f"attack data {attack} holds retain operations {not_forget}; its pool must be forget-only")
     if family in ("mix", "retain"):
-        retain_rows = [r for r in read_jsonl(retain) if not r["forget"]]
+        scored_facts = {r["fact"] for r in eval_rows if "fact" in r}  # no evaluation fact in the attack data
+        retain_rows = [r for r in read_jsonl(retain) if not r["forget"] and r.get("fact") not in scored_facts]
         if not retain_rows:
             raise ValueError(f"retain data file {retain} holds no retain examples for the {family!r} attack")
     if family == "forget":

@@ -14,7 +14,9 @@ the whole worst-case attack and "more robust" meaning less forget capability aft
   c. robustness rises with α (the strongest α more robust than the weakest), and compute with it;
   d. UNDO at its strongest α matches the oracle's relearned forget within the interval, with less compute;
   e. oracle matching from the base reaches the oracle's outputs but not its robustness.
-A relearned value names, in brackets, the attack family whose run decided the worst case.
+A relearned value names, in brackets, the attack family whose run decided the worst case. Where models.csv has
+`forget_final_kept` (the worst case over only the attack runs that kept retain within 5 points of its start),
+the evidence gives it too as "kept"; the verdicts use the unconstrained worst case.
 """
 from __future__ import annotations
 
@@ -69,6 +71,14 @@ def _stat(models: pd.DataFrame, model: str, col: str, hib: bool = True) -> Stat 
     return Stat(g[col].tolist(), hib, by)
 
 
+def _kept(models: pd.DataFrame, model: str, hib: bool = True) -> str:
+    """'; kept <stat>': the utility-constrained relearned value of a model, when the table has it."""
+    if "forget_final_kept" not in models:
+        return ""
+    g = models.loc[models.model == model, "forget_final_kept"].dropna()
+    return f"; kept {Stat(g.tolist(), hib)}" if len(g) else ""
+
+
 def _recovered(models: pd.DataFrame, model: str) -> bool:
     rec = models.loc[models.model == model, "recovered"] if "recovered" in models else pd.Series(dtype=float)
     return not (rec.notna() & (rec < 1)).any()
@@ -116,7 +126,8 @@ def check_claims(models: pd.DataFrame, higher_is_better: bool = True, near: floa
             side = less_capable(oracle, s)  # 'yes': the oracle is clearly more robust than the student
             verdict = "not reproduced" if side == "yes" else "reproduced" if (s.known and oracle.known) else "unresolved"
             retain = _stat(models, m, "retain_before", hib)
-            row("b", verdict, f"{m}: relearned {s} (retain {retain}); oracle {oracle}")
+            row("b", verdict, f"{m}: relearned {s}{_kept(models, m, hib)} (retain {retain}); oracle {oracle}"
+                f"{_kept(models, 'oracle', hib)} (retain {_stat(models, 'oracle', 'retain_before', hib)})")
     # (c) and (d): per distilled method, its UNDO students ordered by alpha
     undo = models[models.kind == "undo"]
     if undo.empty:
@@ -150,7 +161,8 @@ def check_claims(models: pd.DataFrame, higher_is_better: bool = True, near: floa
             verdict = "unresolved"
         else:
             verdict = "not reproduced" if o_side == "yes" or c_strong.mean >= 1 else "reproduced"
-        row("d", verdict, f"{method} α {alphas[-1]:g}: relearned {s_strong}, oracle {oracle}; compute "
+        row("d", verdict, f"{method} α {alphas[-1]:g}: relearned {s_strong}{_kept(models, strong, hib)}, oracle "
+            f"{oracle}{_kept(models, 'oracle', hib)}; compute "
             f"{c_strong.mean:.3f} of the oracle's; labeled fraction {labeled.mean:.4f}"
             + (f"; not recovered: {flagged}" if flagged else ""))
     # (e) oracle matching from the base
@@ -167,7 +179,8 @@ def check_claims(models: pd.DataFrame, higher_is_better: bool = True, near: floa
         else:
             verdict = ("reproduced" if matched and robust == "yes" else
                        "not reproduced" if robust == "no" or not matched else "unresolved")
-        row("e", verdict, f"{m}: forget before the attack {before} (oracle {o_before}); relearned {s} (oracle {oracle})")
+        row("e", verdict, f"{m}: forget before the attack {before} (oracle {o_before}); relearned {s}"
+            f"{_kept(models, m, hib)} (oracle {oracle}{_kept(models, 'oracle', hib)})")
     return pd.DataFrame(rows)
 
 

@@ -112,7 +112,8 @@ class Attack(Section):
     heldout_fraction: float = key(0.5, "share of the forget facts the heldout attacker does not get", gt=0, lt=1)
     quant_bits: list[int] = key([8, 4], "bit widths of the quantization attack (round to nearest, per output "
                                 "channel)", choices=(2, 3, 4, 8), nonempty=True, unique=True)
-    seeds: list[int] = key(doc="attack seeds (data order)", ge=0, nonempty=True, unique=True)
+    seeds: list[int] = key(doc="attack seeds (data order, drawn from the attack seed and the study seed together)",
+                           ge=0, nonempty=True, unique=True)
     steps: int = key(doc="attack length in optimizer steps", gt=0)
     eval_every: int = key(doc="steps between evaluations (and at step 0)", gt=0)
     batch_size: int = key(16, "sequences per attack step", gt=0)
@@ -148,6 +149,9 @@ class Study(Section):
     results: str = key(doc="root of all outputs; they live under <results>/<setting>/seed<N>/", pattern=".+")
     setting: str = key(doc="what is retained and forgotten, and how it is measured", choices=SETTINGS)
     seeds: list[int] = key(doc="one study per seed (data, inits, training order)", ge=0, nonempty=True, unique=True)
+    pretrain_seed: int | None = key(None, "the seed of the one pretraining (data splits, base, oracle, routed model) "
+                                    "every seed's later stages start from; null = each seed pretrains its own",
+                                    ge=0)
     precision: str = key("auto", "bf16 autocast, fp32, or auto (the faster, measured once per machine and model "
                          "size)", choices=PRECISIONS)
     device: str = key("auto", "cpu, cuda[:N], or auto", pattern=r"auto|cpu|cuda(:[0-9]+)?")

@@ -1,5 +1,7 @@
-"""Per-operation exact-match accuracy and answer cross-entropy, macro-averaged over the retain and
-forget operations (as the rows' `forget` flags say).
+"""Per-operation exact-match accuracy, answer cross-entropy and KL(U ‖ p) from the uniform distribution at
+the answer positions, macro-averaged over the retain and forget operations (as the rows' `forget` flags say).
+The KL shows how much a model's answer distribution still carries beyond its argmax: 0 for a model that
+says nothing (MaxEnt's target), log V for one that is certain of one token.
 
 Exact match is computed in one teacher-forced pass: an answer counts as correct when the argmax at
 every answer position (its EOS included) is the answer's next token. That is the same event as greedy
@@ -7,6 +9,7 @@ decoding reproducing the answer exactly, at a fraction of the cost of generating
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
@@ -53,16 +56,18 @@ class Evaluator:
         out = {}
         for op, batches in self.batches.items():
             correct = n = 0
-            nll = n_tok = 0.0
+            nll = kl = n_tok = 0.0
             for pred, tgt, mask in self.predictions(model, batches, precision, device):
                 correct += ((pred.argmax(-1) == tgt) | ~mask).all(dim=1).sum().item()
                 n += pred.shape[0]
-                nll += F.cross_entropy(pred[mask], tgt[mask], reduction="sum").item()
+                logp = F.log_softmax(pred[mask], dim=-1)  # [N, V] at the answer positions
+                nll += F.nll_loss(logp, tgt[mask], reduction="sum").item()
+                kl += (-math.log(logp.shape[-1]) - logp.mean(-1)).sum().item()  # KL(U ‖ p) per position
                 n_tok += mask.sum().item()
-            out[f"acc_{op}"], out[f"ce_{op}"] = correct / n, nll / n_tok
+            out[f"acc_{op}"], out[f"ce_{op}"], out[f"klu_{op}"] = correct / n, nll / n_tok, kl / n_tok
         for group, present in self.groups.items():  # macro averages over the group's operations
             if present:
-                out[f"acc_{group}"] = sum(out[f"acc_{op}"] for op in present) / len(present)
-                out[f"ce_{group}"] = sum(out[f"ce_{op}"] for op in present) / len(present)
+                for m in ("acc", "ce", "klu"):
+                    out[f"{m}_{group}"] = sum(out[f"{m}_{op}"] for op in present) / len(present)
         model.train(was_training)
         return out

@@ -263,8 +263,11 @@ def summarize(evals: list[str], curves: list[str], records: list[str], eval_data
     all_curves = load_curves(list(curves))
     wc = worst_case(all_curves, forget_metric, higher_is_better)
     ledger = read_records(list(records))
-    per_family = family_intervals(family_table(all_curves, before, forget_metric, retain_metric, higher_is_better))
+    fam = family_table(all_curves, before, forget_metric, retain_metric, higher_is_better)
+    per_family = family_intervals(fam)
     per_model = model_table(wc, before, ledger, forget_metric, retain_metric, higher_is_better)
+    kept = fam[fam.family == "worst_kept"].set_index(KEYS).forget.rename("forget_final_kept")
+    per_model = per_model.join(kept, on=KEYS)  # the utility-constrained worst case after the whole attack
     tables = {summary: budget_table(wc, before, ledger, budgets, forget_metric, retain_metric),
               models: per_model, models_mean: seed_means(per_model, ["model"]), worst: with_description(wc),
               compute: ledger, families: per_family, claims: check_claims(per_model, higher_is_better)}

@@ -71,3 +71,16 @@ def test_missing_models_are_unresolved_and_said():
     assert (out.set_index("claim").loc[["b", "c", "d", "e"], "verdict"] == "unresolved").all()
     assert "no oracle" in out.set_index("claim").loc["b", "evidence"]
     assert "| (a) unlearn-only methods" in claims_markdown(out, 3)
+
+
+def test_utility_constrained_worst_case_is_shown_not_decisive():
+    """With forget_final_kept in the table the evidence names it ('kept'), computed over seeds like the rest;
+    the verdicts stay those of the unconstrained worst case."""
+    t = table()
+    t["forget_final_kept"] = t.forget_final - 0.1 * (t.seed + 1)  # kept runs recover less: 0.1, 0.2, 0.3 lower
+    out = check_claims(t)
+    assert dict(out[["claim", "verdict"]].itertuples(index=False)) == verdicts(table())
+    b = out.set_index("claim").loc["b", "evidence"]
+    want = Stat([0.30 - 0.1, 0.35 - 0.2, 0.40 - 0.3])  # the fresh student's kept values: 0.2, 0.15, 0.1
+    assert f"relearned 0.350 ± 0.124 [mix]; kept {want}" in b and str(want) == "0.150 ± 0.124"
+    assert "kept" not in check_claims(table()).set_index("claim").loc["b", "evidence"]

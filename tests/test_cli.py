@@ -49,7 +49,7 @@ def test_parameters_with_defaults_may_be_left_out():
 def test_mapping_becomes_the_section():
     args = cli.bind(relearn, {"model": "m", "attack": "a", "retain": "r", "eval_data": "e", "out": "o.csv",
                               "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5},
-                              "family": "heldout", "runtime": RUNTIME}, "rule relearn")
+                              "family": "heldout", "runtime": RUNTIME, "seed": 1}, "rule relearn")
     assert isinstance(args["cfg"], Attack) and args["cfg"].steps == 10 and args["cfg"].batch_size == 16
     assert args["cfg"].families == ["forget"] and args["cfg"].heldout_fraction == 0.5
     assert args["cfg"].quant_bits == [8, 4]
@@ -58,8 +58,9 @@ def test_mapping_becomes_the_section():
     msg = fail(relearn, {"model": "m", "attack": "a", "retain": "r", "eval_data": "e", "out": "o.csv",
                          "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5},
                          "data": "forget", "lr": 1e-3, "seed": 0, "runtime": RUNTIME}, "rule relearn")
-    assert msg == ("rule relearn: pipeline_py.stages.attack.relearn takes no argument ['data', 'lr', 'seed']; "
-                   "its parameters: ['model', 'attack', 'retain', 'eval_data', 'out', 'cfg', 'family', 'runtime']")
+    assert msg == ("rule relearn: pipeline_py.stages.attack.relearn takes no argument ['data', 'lr']; "
+                   "its parameters: ['model', 'attack', 'retain', 'eval_data', 'out', 'cfg', 'family', 'runtime', "
+                   "'seed']")
     ready = Distill(steps=5, lr=1e-3, stop_within=None, check_every=5)  # a section passes as it is
     args = cli.bind(distill, {"teacher": "t", "student": "s", "data": "d", "eval_data": "e", "out": "o",
                               "cfg": ready, "runtime": RUNTIME, "seed": 0}, "rule distill")
@@ -68,7 +69,7 @@ def test_mapping_becomes_the_section():
 
 def test_bad_section_value_names_param_and_key():
     base = {"model": "m", "attack": "a", "retain": "r", "eval_data": "e", "out": "o.csv", "family": "forget",
-            "runtime": RUNTIME}
+            "runtime": RUNTIME, "seed": 0}
     msg = fail(relearn, {**base, "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 0, "eval_every": 5}}, "rule relearn")
     assert msg == "rule relearn: cfg.steps = 0 is invalid: it must be an integer (> 0)"
     msg = fail(relearn, {**base, "cfg": {"lrs": [1e-3], "seeds": [0], "steps": 10, "eval_every": 5, "stepz": 1}})

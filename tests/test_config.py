@@ -72,28 +72,32 @@ def test_schema_and_study_agree_on_the_shipped_default():
 
 
 SHIPPED = {  # id: (--configfile files over config.yaml, jobs of `snakemake -n pareto_plot`)
-    # per model: one relearn job per finetuning family of attack.families (every LR x attack seed in one
-    # process), one quantize job if 'quant' is listed, one evaluate job; plus the models' own jobs
-    "default": ([], 96),  # 17 models x (forget, mix + quant) = 34 relearn + 17 quantize
-    "attacks": (["configs/attacks.yaml"], 130),  # 17 models x (4 finetuning families + quant): 68 + 17
-    "tiny": (["configs/tiny.yaml"], 130),  # 17 models x (4 finetuning families + quant): 68 + 17
-    "fig_compute": (["configs/fig_compute.yaml"], 85),  # 15 models x (forget, mix + quant): 30 + 15
-    "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 60),  # 11 models x (forget, mix + quant): 22 + 11
-    "fig_pareto": (["configs/fig_pareto.yaml"], 91),  # 16 models x (forget, mix + quant): 32 + 16
-    "fig_relearning": (["configs/fig_relearning.yaml"], 60),  # 13 models x (forget, mix), no quant: 26
-    "language": (["configs/language.yaml"], 40),  # 10 models x forget: 10
-    "language_small": (["configs/language.yaml", "configs/language_small.yaml"], 32),  # 8 models x forget: 8
+    # per seed and model: one relearn job per finetuning family of attack.families (every LR x attack seed in
+    # one process), one quantize job if 'quant' is listed, one evaluate job; plus the models' own jobs. With
+    # pretrain_seed (config.yaml: 0) the other seeds copy its data and pretrained models (share_* jobs)
+    "default": ([], 248),  # 3 seeds x 15 models x (forget, mix + quant) = 90 relearn + 45 quantize
+    "attacks": (["configs/attacks.yaml"], 338),  # 3 x 15 models x (4 finetuning families + quant): 180 + 45
+    "tiny": (["configs/tiny.yaml"], 286),  # 2 x 19 models x (4 finetuning families + quant): 152 + 38
+    "quick": (["configs/quick.yaml"], 84),  # 1 x 15 models x (forget, mix + quant): 30 + 15
+    "fig_compute": (["configs/fig_compute.yaml"], 251),  # 3 x 15 models x (forget, mix + quant): 90 + 45
+    "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 176),  # 3 x 11 models x (forget, mix + quant): 66 + 33
+    "fig_pareto": (["configs/fig_pareto.yaml"], 269),  # 3 x 16 models x (forget, mix + quant): 96 + 48
+    "fig_relearning": (["configs/fig_relearning.yaml"], 176),  # 3 x 13 models x (forget, mix), no quant: 78
+    "language": (["configs/language.yaml"], 40),  # 1 x 10 models x forget: 10
+    "language_small": (["configs/language.yaml", "configs/language_small.yaml"], 32),  # 1 x 8 models x forget: 8
     # no model weights, corpora or network: planning (a dry run) does not load the sources
-    "wmdp": (["configs/wmdp.yaml"], 21),  # 5 models x forget: 5
+    "wmdp": (["configs/wmdp.yaml"], 21),  # 1 x 5 models x forget: 5
 }
-ATTACK_JOBS = {  # id: (models, relearn jobs, quantize jobs) of the comments above
-    "default": (17, 34, 17), "attacks": (17, 68, 17), "tiny": (17, 68, 17), "fig_compute": (15, 30, 15),
-    "fig_oracle_match": (11, 22, 11), "fig_pareto": (16, 32, 16), "fig_relearning": (13, 26, 0),
+ATTACK_JOBS = {  # id: (evaluate, relearn, quantize jobs) of the comments above: seeds x models x families
+    "default": (45, 90, 45), "attacks": (45, 180, 45), "quick": (15, 30, 15), "tiny": (38, 152, 38),
+    "fig_compute": (45, 90, 45),
+    "fig_oracle_match": (33, 66, 33), "fig_pareto": (48, 96, 48), "fig_relearning": (39, 78, 0),
     "language": (10, 10, 0), "language_small": (8, 8, 0), "wmdp": (5, 5, 0),
 }
 FAMILIES = {  # id: attack.families of the shipped config (merged over config.yaml)
     "default": ["forget", "mix", "quant"], "attacks": ["forget", "mix", "retain", "heldout", "quant"],
     "tiny": ["forget", "mix", "retain", "heldout", "quant"], "fig_compute": ["forget", "mix", "quant"],
+    "quick": ["forget", "mix", "quant"],
     "fig_oracle_match": ["forget", "mix", "quant"], "fig_pareto": ["forget", "mix", "quant"],
     "fig_relearning": ["forget", "mix"], "language": ["forget"], "language_small": ["forget"], "wmdp": ["forget"],
 }
@@ -142,8 +146,13 @@ def test_shipped_config_plans_its_study(case, tmp_path):
     assert total_jobs(text) == expected, text[-5000:]
     counts = job_counts(text)
     assert sum(counts.values()) == expected
-    n_models, n_relearn, n_quantize = ATTACK_JOBS[case]
-    assert (counts["evaluate"], counts["relearn"], counts.get("quantize", 0)) == (n_models, n_relearn, n_quantize)
+    assert (counts["evaluate"], counts["relearn"], counts.get("quantize", 0)) == ATTACK_JOBS[case]
+    s = merged_study(case)
+    if s.pretrain_seed is not None:  # every other seed copies the data and the pretrained models
+        others = len(set(s.seeds) - {s.pretrain_seed})
+        assert (counts.get("share_data", 0), counts.get("share_model", 0)) == (
+            others, others * (2 + (s.era is not None))), counts
+        assert counts["make_data"] == counts.get("pretrain", 0) + counts.get("load_base", 0) == 1
     assert not results.exists(), "a dry run must not write outputs"
 
 
@@ -154,8 +163,9 @@ def test_attack_jobs_follow_the_families(case):
     s = merged_study(case)
     assert s.attack.families == FAMILIES[case]
     n_models = len(study.models(s))
+    runs = n_models * len(s.seeds)
     finetuning = [f for f in s.attack.families if f != "quant"]
-    assert ATTACK_JOBS[case] == (n_models, n_models * len(finetuning), n_models * ("quant" in s.attack.families))
+    assert ATTACK_JOBS[case] == (runs, runs * len(finetuning), runs * ("quant" in s.attack.families))
     assert len({c for m in study.models(s) for c in study.curves("r", s, 0, m)}) == n_models * len(s.attack.families)
 
 

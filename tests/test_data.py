@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
 from pipeline_py import arithmetic, settings
 from pipeline_py.arithmetic import FORGET_OPS, HELDOUT_TEMPLATES, OPS, RETAIN_OPS, TRAIN_TEMPLATES
+from pipeline_py.attack_data import attack_rows
 from pipeline_py.batches import read_jsonl
 from pipeline_py.config import Filter
-from pipeline_py.stages.data import filter_data, make_data
+from pipeline_py.stages.data import filter_data, make_data, share
 
 TINY_DATA = {"add_max": 10, "mul_max": 6, "eval_per_op": 20}  # as the tiny_data fixture of conftest.py
 
@@ -99,6 +101,20 @@ def test_splits_share_no_prompt(splits):
 def test_no_eval_fact_in_attack(splits):
     eval_facts = {r["fact"] for r in splits["eval"]}
     assert eval_facts and not eval_facts & {r["fact"] for r in splits["attack"]}
+
+
+@pytest.mark.parametrize("family", ["forget", "mix", "retain", "heldout"])
+def test_no_attack_family_trains_on_an_evaluated_fact(family, tiny_data, splits):
+    """What each finetuning attack trains on shares no fact (operation and operands) with the evaluation set,
+    retain facts included: mix and retain draw from the training data, which holds every fact; the check can
+    fail, since the training data does hold the evaluated facts."""
+    eval_facts = {r["fact"] for r in splits["eval"]}
+    assert eval_facts & {r["fact"] for r in splits["train"]}
+    rows, weights, scored = attack_rows(family, str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl"),
+                                        splits["eval"], "arithmetic", seed=0)
+    trained = {r["fact"] for r, w in zip(rows, weights) if w > 0}
+    assert trained and not trained & eval_facts
+    assert {r["fact"] for r in scored} <= eval_facts
 
 
 def test_eval_facts_are_known_from_pretraining(splits):
@@ -228,3 +244,29 @@ def test_metric_direction():
     ce = settings.Metrics("ce_retain", "ce_forget", higher_is_better=False)
     assert acc.within(0.76, 0.8, 0.05) and not acc.within(0.74, 0.8, 0.05) and acc.better(0.9, 0.8)
     assert ce.within(1.04, 1.0, 0.05) and not ce.within(1.06, 1.0, 0.05) and ce.better(0.9, 1.0)
+
+
+def test_share_copies_one_pretraining_into_another_seed(tiny_data, tmp_path):
+    """share: make_data's files (those its manifest lists, and the manifest) byte for byte, not the later stages'
+    files in the same directory; a checkpoint directory's files, not the models below it; a missing declared
+    output is an error that names it."""
+    src = tmp_path / "seed0" / "data"
+    shutil.copytree(tiny_data, src)
+    (src / "oracle.jsonl").write_text("{}\n")  # filter_data's output: each seed makes its own
+    names = ["train.jsonl", "eval.jsonl", "attack.jsonl", "tokenizer.json"]
+    outs = [str(tmp_path / "seed1" / "data" / n) for n in names]
+    share(str(src / "train.jsonl"), outs)
+    copied = sorted(p.name for p in (tmp_path / "seed1" / "data").iterdir())
+    assert copied == sorted(names + ["manifest.json"])
+    assert all((src / n).read_bytes() == (tmp_path / "seed1" / "data" / n).read_bytes() for n in copied)
+
+    ckpt = tmp_path / "seed0" / "models" / "base"
+    (ckpt / "maxent").mkdir(parents=True)
+    for name in ("model.safetensors", "record.json", "config.json"):
+        (ckpt / name).write_text(name)
+    (ckpt / "maxent" / "model.safetensors").write_text("an unlearned model")
+    share(str(ckpt), str(tmp_path / "seed1" / "models" / "base"))
+    assert sorted(p.name for p in (tmp_path / "seed1" / "models" / "base").iterdir()) == [
+        "config.json", "model.safetensors", "record.json"]
+    with pytest.raises(FileNotFoundError, match="extra.jsonl"):
+        share(str(src / "train.jsonl"), outs + [str(tmp_path / "seed2" / "data" / "extra.jsonl")])

@@ -93,6 +93,19 @@ def test_hand_made_answer_cross_entropy(tok):
     assert out["ce_forget"] == pytest.approx((out["ce_mul"] + out["ce_div"]) / 2)
 
 
+def test_hand_made_kl_from_uniform(tok):
+    """klu_op = mean over answer positions of KL(U ‖ p) = -log V - mean_v log p(v). Every position's logits
+    are m on one token and 0 on the rest, so log p = m - Z or -Z with Z = log(e^m + V - 1), and
+    KL = Z - m / V - log V at every position; uniform logits (m = 0) give 0."""
+    V = tok.get_vocab_size()
+    for m in (0.0, 3.0, 9.0):
+        out = Evaluator(tok, ROWS)(bigram_for(tok, {"=": "1", "1": "2", "2": "<eos>"}, margin=m))
+        want = math.log(math.exp(m) + V - 1) - m / V - math.log(V)
+        for key in ("klu_add", "klu_sub", "klu_mul", "klu_div", "klu_forget", "klu_retain"):
+            assert out[key] == pytest.approx(want, abs=1e-5), key
+    assert want > 4.0  # a confident model is far from uniform: the check can fail
+
+
 def test_evaluator_restores_training_mode(tok):
     model = bigram_for(tok, {}, margin=1.0).train()
     Evaluator(tok, ROWS)(model)

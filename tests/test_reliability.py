@@ -100,16 +100,18 @@ def test_inf_weight_with_a_finite_loss_stops_training():
 def test_attack_stage_twice_gives_identical_metrics(tiny_cfg, tiny_data, tmp_path):
     """The relearn stage (one family: every LR x attack seed, training plus evaluation every 3 steps) run twice
     writes the same curves, value for value; another attack seed changes a run (so the comparison can fail);
-    every run starts from the model's own weights: a run alone equals the same run among others."""
+    every run starts from the model's own weights: a run alone equals the same run among others; the study
+    seed changes the draws too (seeds sharing one pretrained model are attacked differently)."""
     model = build_model(tiny_cfg, 0)
     save_checkpoint(model, tiny_data, tmp_path / "m", {})
     cfg = Attack(lrs=[3e-3, 1e-2], families=["forget"], seeds=[0, 1], steps=6, eval_every=3, batch_size=4,
                  seq_len=32)
     curves = []
-    for run, c in (("a", cfg), ("b", cfg), ("c", Attack.from_dict({**cfg.to_dict(), "lrs": [1e-2], "seeds": [1]}))):
+    only = Attack.from_dict({**cfg.to_dict(), "lrs": [1e-2], "seeds": [1]})
+    for run, c, seed in (("a", cfg, 0), ("b", cfg, 0), ("c", only, 0), ("d", only, 1)):
         attack_stage.relearn(str(tmp_path / "m"), str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl"),
                              str(tiny_data / "eval.jsonl"), str(tmp_path / f"{run}.csv"), c, family="forget",
-                             runtime=RUNTIME)
+                             runtime=RUNTIME, seed=seed)
         curves.append(pd.read_csv(tmp_path / f"{run}.csv"))
     torch.set_num_threads(1)
     a = curves[0]
@@ -123,6 +125,7 @@ def test_attack_stage_twice_gives_identical_metrics(tiny_cfg, tiny_data, tmp_pat
     step0 = a[a.step == 0].groupby(["lr", "seed"]).value.apply(tuple)
     assert len(set(step0)) == 1  # every run starts from the same weights
     pd.testing.assert_frame_equal(run(curves[2], 1e-2, 1), run(a, 1e-2, 1), check_exact=True)  # nothing carried over
+    assert not run(curves[3], 1e-2, 1).value.equals(run(a, 1e-2, 1).value)  # the study seed matters
 
 
 def test_quantize_stage_writes_one_step_zero_run_per_bit_width(tiny_cfg, tiny_data, tmp_path):

@@ -93,20 +93,20 @@ def test_bad_ids_raise(model_id):
 def test_default_config_models_and_checkpoints():
     s = default_study()
     models = study.models(s)
-    assert len(models) == 17 and len(set(models)) == 17
+    assert len(models) == 15 and len(set(models)) == 15
     assert models[:2] == ["base", "oracle"]
     assert [m for m in models if study.parse(m).kind == "unlearn" and m.startswith("base/")] == [
         f"base/{m}" for m in s.unlearn.methods]
-    assert study.undo_methods(s) == ["maxent"] and study.inits(s) == [
-        "a0.2_b0.1", "a0.4_b0.1", "a0.6_b0.1", "a0.8_b0.1", "fresh"]
-    assert {"routed/era", "oracle/match_base", "oracle/match_fresh"} <= set(models)
+    assert {"base/maxent_sam", "base/maxent_repnoise"} <= set(models)  # the paper's robust-unlearning baselines
+    assert study.undo_methods(s) == ["maxent"] and study.inits(s) == ["a0.2_b0.1", "a0.5_b0.1", "a0.8_b0.1", "fresh"]
+    assert {"routed/era", "oracle/match_base"} <= set(models) and "oracle/match_fresh" not in models
     for m in models:
         assert re.fullmatch(study.WILDCARDS["model"], m), m
         assert study.parse(m).kind != "noised", m
     ckpts = study.checkpoints(s)
     assert ckpts[:len(models)] == models
     noised = ckpts[len(models):]
-    assert noised == [f"base/maxent/noised_{i}" for i in study.inits(s)] + ["oracle/noised_fresh"]
+    assert noised == [f"base/maxent/noised_{i}" for i in study.inits(s)]
     assert len(set(ckpts)) == len(ckpts)
 
 

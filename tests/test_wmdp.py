@@ -277,7 +277,7 @@ def test_attack_on_forget_data_lowers_forget_ce(wm, tmp_path):
     relearn(str(wm["base"]), str(wm["data"] / "attack.jsonl"), str(wm["data"] / "train.jsonl"),
             str(wm["data"] / "eval.jsonl"), str(out),
             Attack(lrs=[3e-3], seeds=[0], steps=6, eval_every=6, batch_size=4, seq_len=48), family="forget",
-            runtime=Runtime(precision="fp32", device="cpu"))
+            runtime=Runtime(precision="fp32", device="cpu"), seed=0)
     df = pd.read_csv(out)
     assert set(zip(df.data, df.lr, df.seed)) == {("forget", 3e-3, 0)}
     c = df.pivot_table(index="step", columns="metric", values="value")

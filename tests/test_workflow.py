@@ -115,19 +115,21 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
     s = tiny_study()
     n_methods, n_undo = len(s.unlearn.methods), len(study.undo_methods(s))
     n_inits = len(s.noise.alphas) + int(s.noise.fresh_init)
-    assert n_methods == 7 and n_undo == 2 and n_inits == 2  # tiny.yaml runs every method, UNDO on two of them
+    assert n_methods == 9 and n_undo == 2 and n_inits == 2  # tiny.yaml runs every method, UNDO on two of them
     models = tiny_models()
     n_models = len(models)
     n_match = len(s.oracle_match.inits)
     n_era = len(s.era.undo_alphas)  # ERA + UNDO students
     assert n_models == 2 + n_methods + n_undo * n_inits + n_match + 1 + n_era
     attack = s.attack
-    expected = {"make_data": 1, "filter_data": 1, "pretrain": 1, "pretrain_oracle": 1, "unlearn": n_methods,
-                "pretrain_routed": 1, "ablate": 1,
-                "noise": n_undo * n_inits + n_era, "distill": n_undo * n_inits + n_era, "oracle_fresh_init": 1,
-                "match_oracle": n_match,
-                "relearn": n_models * len(finetuning(attack)), "quantize": n_models,
-                "evaluate": n_models, "summarize": 1, "pareto_plot": 1}
+    n = len(s.seeds)  # 2: seed 1 copies seed 0's data and pretrained models (pretrain_seed 0)
+    expected = {"make_data": 1, "pretrain": 1, "pretrain_oracle": 1, "pretrain_routed": 1,
+                "share_data": n - 1, "share_model": 3 * (n - 1),
+                "filter_data": n, "unlearn": n * n_methods, "ablate": n,
+                "noise": n * (n_undo * n_inits + n_era), "distill": n * (n_undo * n_inits + n_era),
+                "oracle_fresh_init": n, "match_oracle": n * n_match,
+                "relearn": n * n_models * len(finetuning(attack)), "quantize": n * n_models,
+                "evaluate": n * n_models, "summarize": 1, "pareto_plot": 1}
     assert attack.families == ["forget", "mix", "retain", "heldout", "quant"]  # tiny.yaml runs every family
     assert job_stats(proc.stdout + proc.stderr) == expected, output_of(proc)
     jobs = scheduled_jobs(proc.stdout + proc.stderr)
@@ -137,13 +139,13 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
     # one relearn job per model and finetuning family (every LR x attack seed inside), one quantize job per
     # model; their outputs are the curve files pipeline_py.study names
     runs = [(wc["model"], wc["family"]) for rule, wc in jobs if rule == "relearn"]
-    assert sorted(runs) == sorted((m, f) for m in models for f in finetuning(attack))
+    assert sorted(runs) == sorted([(m, f) for m in models for f in finetuning(attack)] * n)
     assert not any({"lr", "aseed", "adata"} & set(wc) for _, wc in jobs)
-    assert sorted(wc["model"] for rule, wc in jobs if rule == "quantize") == sorted(models)
+    assert sorted(wc["model"] for rule, wc in jobs if rule == "quantize") == sorted(models * n)
     root = f"{tmp_path}/{s.setting}"
     outputs = {(rule, out) for rule, out in job_outputs(proc.stdout + proc.stderr) if rule in ("relearn", "quantize")}
     assert outputs == {("quantize" if c.endswith("/quant.csv") else "relearn", c)
-                       for m in models for c in study.curves(root, s, 0, m)}
+                       for seed in s.seeds for m in models for c in study.curves(root, s, seed, m)}
     # the ledger's checkpoints: the models and the noised starts, each written by exactly one job
     noised = {f"{wc['root']}/{wc['method']}/noised_{wc['init']}" for rule, wc in jobs if rule == "noise"}
     assert noised | {"oracle/noised_fresh"} == set(study.checkpoints(s)) - set(models)
@@ -278,7 +280,7 @@ def test_e2e_summary_table(e2e_run):
     cfg = tiny_study()
     summary = pd.read_csv(e2e_run / "arithmetic" / "summary.csv")  # results/<setting>/summary.csv
     expected = {(m, b) for m in tiny_models() for b in cfg.report.budgets}
-    assert len(summary) == len(expected)
+    assert len(summary) == len(expected) * len(cfg.seeds)
     assert set(zip(summary.model, summary.budget)) == expected
     for col in ("forget_attacked", "retain_before", "compute_fraction"):
         assert summary[col].map(math.isfinite).all(), col
@@ -293,8 +295,9 @@ def test_e2e_summary_table(e2e_run):
     assert (summary[summary.worst_data.isin(quant)].worst_lr == 0.0).all()
     assert (summary[summary.model.str.startswith("oracle")].labeled_fraction == 1.0).all()
     models = pd.read_csv(e2e_run / "arithmetic" / "models.csv")
-    assert sorted(models.model) == sorted(tiny_models())
-    ledger = pd.read_csv(e2e_run / "arithmetic" / "compute.csv").set_index("model")
+    assert sorted(models.model) == sorted(tiny_models() * len(cfg.seeds))
+    ledger = pd.read_csv(e2e_run / "arithmetic" / "compute.csv")
+    ledger = ledger[ledger.seed == cfg.seeds[0]].set_index("model")
     assert sorted(ledger.index) == sorted(study.checkpoints(cfg))  # every checkpoint, noised starts included
     trained = ledger[ledger.stage != "noise"]
     assert (trained.flops > 0).all() and (ledger.lineage_flops >= ledger.flops).all()
@@ -331,7 +334,7 @@ def test_e2e_attack_curves_and_family_table(e2e_run):
                 runs = df.groupby(["lr", "seed"]).step.apply(lambda x: sorted(set(x))).to_dict()
                 assert runs == {(lr, seed): steps for lr in a.lrs for seed in a.seeds}, path
     families = pd.read_csv(root / "families.csv")
-    assert set(families.n_seeds) == {1} and set(families.forget_metric) == {"acc_forget"}
+    assert set(families.n_seeds) == {len(cfg.seeds)} and set(families.forget_metric) == {"acc_forget"}
     per_run = [f for f in a.families if f != "quant"] + [f"quant{b}" for b in a.quant_bits]
     rows = set(zip(families.model, families.family))
     assert {(m, f) for m in models for f in per_run + ["worst"]} <= rows
@@ -345,6 +348,22 @@ def test_e2e_attack_curves_and_family_table(e2e_run):
         assert by.forget.between(0, 1).all(), m
     md = (root / "families.md").read_text()
     assert all(any(line.startswith(f"| {m} ") for line in md.splitlines()) for m in models)
+
+
+@pytest.mark.e2e
+def test_e2e_seeds_share_one_pretraining(e2e_run):
+    """With pretrain_seed, seed 1 holds seed 0's data and pretrained models byte for byte (copies: pretraining
+    ran once), while its unlearning and attacks are its own."""
+    cfg = tiny_study()
+    assert cfg.pretrain_seed == 0 and cfg.seeds == [0, 1]
+    a, b = (e2e_run / "arithmetic" / f"seed{s}" for s in cfg.seeds)
+    for f in ("data/train.jsonl", "data/eval.jsonl", "data/attack.jsonl", "models/base/model.safetensors",
+              "models/oracle/model.safetensors", "models/routed/routed.safetensors"):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    assert not (b / "logs" / "pretrain.log").exists() and (b / "logs" / "share_data.log").exists()
+    assert (a / "models/base/maxent/model.safetensors").read_bytes() != (b / "models/base/maxent/model.safetensors").read_bytes()
+    forget = [pd.read_csv(d / "attack" / "base" / "forget.csv") for d in (a, b)]
+    assert not forget[0].value.equals(forget[1].value)  # the same base, attacked with other draws
 
 
 @pytest.mark.e2e
@@ -372,9 +391,9 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
     methods = study.undo_methods(cfg)
     families = len(study.curves("r", cfg, 0, "base"))  # one curve file per family; quant is its own rule
     assert families == len(cfg.attack.families) == len(finetuning(cfg.attack)) + 1
-    assert job_stats(text) == {"noise": len(methods), "distill": len(methods),
-                               "relearn": len(methods) * (families - 1), "quantize": len(methods),
-                               "evaluate": len(methods), "summarize": 1, "pareto_plot": 1}, output_of(proc)
+    n = len(methods) * len(cfg.seeds)
+    assert job_stats(text) == {"noise": n, "distill": n, "relearn": n * (families - 1), "quantize": n,
+                               "evaluate": n, "summarize": 1, "pareto_plot": 1}, output_of(proc)
     init = study.init_name(new, cfg.noise.beta)
     grown = Study.from_dict(merged_config(TINY, extra))
     new_models = set(study.models(grown)) - set(tiny_models())
@@ -388,7 +407,7 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
             assert rule in ("summarize", "pareto_plot"), (rule, wc)
     assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == new_models
     assert sorted((wc["model"], wc["family"]) for rule, wc in scheduled_jobs(text) if rule == "relearn") == sorted(
-        (m, f) for m in new_models for f in finetuning(cfg.attack))
+        [(m, f) for m in new_models for f in finetuning(cfg.attack)] * len(cfg.seeds))
 
 
 @pytest.mark.e2e
@@ -430,10 +449,11 @@ def test_e2e_adding_an_era_alpha_reruns_only_its_student(e2e_run, tmp_path):
                          "--config", f"results={e2e_run}")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
-    assert job_stats(text) == {"noise": 1, "distill": 1, "relearn": len(finetuning(cfg.attack)), "quantize": 1,
-                               "evaluate": 1, "summarize": 1, "pareto_plot": 1}, output_of(proc)
+    n = len(cfg.seeds)
+    assert job_stats(text) == {"noise": n, "distill": n, "relearn": n * len(finetuning(cfg.attack)), "quantize": n,
+                               "evaluate": n, "summarize": 1, "pareto_plot": 1}, output_of(proc)
     new = f"routed/era/undo_{study.init_name(0.3, cfg.noise.beta)}"
     assert set(study.models(Study.from_dict(merged_config(TINY, extra)))) - set(tiny_models()) == {new}
     assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == {new}
     assert sorted(wc["family"] for rule, wc in scheduled_jobs(text) if rule == "relearn") == sorted(
-        finetuning(cfg.attack))
+        finetuning(cfg.attack) * n)

@@ -25,10 +25,12 @@ log = logging.getLogger("pipeline_py")
 
 
 def relearn(model: str, attack: str, retain: str, eval_data: str, out: str, cfg: Attack, family: str,
-            runtime: Runtime) -> None:
+            runtime: Runtime, seed: int) -> None:
     """One attack family on one model: AdamW at a constant LR for `cfg.steps` steps, for every LR of
-    `cfg.lrs` and seed of `cfg.seeds`, each run from the model's own weights, evaluated every
-    `cfg.eval_every` steps from step 0. Writes one CSV: step, metric, value, lr, seed, data (the family)."""
+    `cfg.lrs` and attack seed of `cfg.seeds`, each run from the model's own weights, evaluated every
+    `cfg.eval_every` steps from step 0. The data order follows the attack seed and the study's `seed`
+    together, so seeds that share one pretrained model still attack it with different draws.
+    Writes one CSV: step, metric, value, lr, seed (the attack seed), data (the family)."""
     precision = runtime.precision
     dev = setup_runtime(runtime.threads, runtime.device)
     start, _ = load_checkpoint(model)
@@ -36,13 +38,14 @@ def relearn(model: str, attack: str, retain: str, eval_data: str, out: str, cfg:
     name = setting_name(eval_data)
     setting, eval_rows = get_setting(name), read_jsonl(eval_data)
     frames = []
-    for seed in cfg.seeds:
-        rows, weights, scored = attack_rows(family, attack, retain, eval_rows, name, seed, cfg.mix_forget_fraction,
+    for aseed in cfg.seeds:
+        draw = 1000 * seed + aseed  # distinct for every (study seed, attack seed) pair below 1000 attack seeds
+        rows, weights, scored = attack_rows(family, attack, retain, eval_rows, name, draw, cfg.mix_forget_fraction,
                                             cfg.heldout_fraction)
         evaluator = setting.evaluator(tok, scored)
         for lr in cfg.lrs:
             net = copy.deepcopy(start)
-            stream = PackedStream(tok, rows, cfg.batch_size, cfg.seq_len, seed, weights=weights)
+            stream = PackedStream(tok, rows, cfg.batch_size, cfg.seq_len, draw, weights=weights)
             curve = []
 
             def check(step: int) -> bool:
@@ -52,9 +55,9 @@ def relearn(model: str, attack: str, retain: str, eval_data: str, out: str, cfg:
             tc = TrainConfig(steps=cfg.steps, lr=lr, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                              schedule="constant", weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
                              log_every=max(1, cfg.steps // 5))
-            train(net, lambda: lm_loss(net, next(stream), dev), tc, f"relearn[{family}, lr={lr}, seed={seed}]",
+            train(net, lambda: lm_loss(net, next(stream), dev), tc, f"relearn[{family}, lr={lr}, seed={aseed}]",
                   precision, dev, check=check, check_every=cfg.eval_every)
-            frames.append(pd.DataFrame(curve).assign(lr=lr, seed=seed, data=family))
+            frames.append(pd.DataFrame(curve).assign(lr=lr, seed=aseed, data=family))
     with atomic_path(out) as tmp:
         pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
 from ..batches import read_jsonl, write_jsonl
-from ..checkpoint import atomic_path
 from ..config import Filter
 from ..settings import get_setting
 
@@ -46,3 +47,25 @@ def filter_data(train: str, oracle: str, forget: str, retain: str, cfg: Filter, 
         pick = torch.randperm(len(pool), generator=rng)[:cfg.n_labeled].tolist()
         write_jsonl([pool[i] for i in sorted(pick)], path)
     log.info("filter_data: %d labeled of %d training examples per side", cfg.n_labeled, len(rows))
+
+
+def share(src: str, out: str | list[str]) -> None:
+    """Copy one pretraining's files into another seed's directory (`pretrain_seed`): a checkpoint directory
+    whole (weights, record, config, tokenizer; not the models below it), or make_data's files (those its
+    manifest lists, and the manifest). Each file is copied atomically, the declared outputs last."""
+    src_dir = Path(src) if Path(src).is_dir() else Path(src).parent
+    outs = [] if isinstance(out, str) else [Path(p) for p in out]  # a str: a checkpoint directory
+    out_dir = Path(out) if isinstance(out, str) else outs[0].parent
+    manifest = src_dir / "manifest.json"
+    if manifest.exists():  # make_data's directory also holds later stages' files: copy only its own
+        names = [*json.loads(manifest.read_text())["files"], manifest.name]
+    else:
+        names = [f.name for f in src_dir.iterdir() if f.is_file() and not f.name.startswith(".")]
+    declared = {p.name for p in outs}
+    missing = sorted(declared - set(names))
+    if missing:
+        raise FileNotFoundError(f"share: {src_dir} has no {missing}; was its pretraining run finished?")
+    for name in sorted(names, key=lambda n: n in declared or n.endswith(".safetensors")):
+        with atomic_path(out_dir / name) as tmp:
+            shutil.copyfile(src_dir / name, tmp)
+    log.info("share: %d files of %s copied into %s", len(names), src_dir, out_dir)

@@ -17,6 +17,7 @@ rule relearn:
         cfg=lambda w: section("attack", families=[w.family]),  # its own family: adding one reruns no other job
         family=lambda w: w.family,
         runtime=runtime,
+        seed=lambda w: int(w.seed),
     threads: ONE_CPU
     resources: **job_resources(MEM_TRAIN, 60, GPU)
     conda:

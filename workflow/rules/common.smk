@@ -11,6 +11,11 @@ R = f"{STUDY.results}/{STUDY.setting}"  # every output of this setting
 S = study.seed_dir(R)  # one seed's data, models, attacks and metrics ({seed} wildcard)
 MODELS = study.models(STUDY)  # attacked and evaluated
 CPUS = os.cpu_count() or 1
+# pretrain_seed: the seed whose directory holds the one pretraining (data splits, base, oracle, routed model)
+# that every seed starts from; the pretraining rules run only there and workflow/rules/share.smk copies their
+# files into the other seeds' directories. Unset, each seed pretrains its own.
+P = STUDY.pretrain_seed
+PRETRAINED_SEED = r"\d+" if P is None else str(P)  # seeds whose pretraining rules run
 
 wildcard_constraints:
     **study.WILDCARDS,

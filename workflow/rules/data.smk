@@ -4,6 +4,8 @@ rule make_data:
         eval_data=f"{S}/data/eval.jsonl",
         attack=f"{S}/data/attack.jsonl",
         tokenizer=f"{S}/data/tokenizer.json",
+    wildcard_constraints:
+        seed=PRETRAINED_SEED,
     log:
         f"{S}/logs/make_data.log",
     params:

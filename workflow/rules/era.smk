@@ -9,6 +9,8 @@ rule pretrain_routed:
         tokenizer=rules.make_data.output.tokenizer,
     output:
         out=f"{S}/models/routed/routed.safetensors",
+    wildcard_constraints:
+        seed=PRETRAINED_SEED,
     log:
         f"{S}/logs/pretrain_routed.log",
     benchmark:

@@ -4,6 +4,8 @@ rule load_base:
         tokenizer=rules.make_data.output.tokenizer,
     output:
         out=ckpt("base"),
+    wildcard_constraints:
+        seed=PRETRAINED_SEED,
     log:
         f"{S}/logs/load_base.log",
     params:

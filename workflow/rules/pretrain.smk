@@ -4,6 +4,8 @@ rule pretrain:
         tokenizer=rules.make_data.output.tokenizer,
     output:
         out=ckpt("base"),
+    wildcard_constraints:
+        seed=PRETRAINED_SEED,
     log:
         f"{S}/logs/pretrain.log",
     benchmark:
