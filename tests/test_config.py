@@ -241,7 +241,7 @@ def test_sequence_longer_than_the_model_context():
 
 def test_budget_beyond_the_attack():
     msg = bad(lambda c: c["report"].update(budgets=[0, 500]))
-    assert msg.startswith("report.budgets = [0, 500] is invalid") and "[500]" in msg and "attack.steps = 100" in msg
+    assert msg.startswith("report.budgets = [0, 500] is invalid") and "[500]" in msg and "attack.steps = 200" in msg
 
 
 def test_era_layer_beyond_the_model():

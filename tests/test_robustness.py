@@ -264,7 +264,8 @@ def test_retain_attack_trains_on_retain_rows_only(tiny_data):
     ev = read_jsonl(tiny_data / "eval.jsonl")
     rows, w, scored = attack_rows("retain", str(tiny_data / "attack.jsonl"), str(tiny_data / "train.jsonl"), ev,
                                   "arithmetic")
-    assert rows == [r for r in read_jsonl(tiny_data / "train.jsonl") if not r["forget"]]
+    evaluated = {r["fact"] for r in ev}  # the training rows of evaluated facts are left out
+    assert rows == [r for r in read_jsonl(tiny_data / "train.jsonl") if not r["forget"] and r["fact"] not in evaluated]
     assert not any(r["forget"] for r in rows) and {r["op"] for r in rows} == {"add", "sub"}
     assert sum(w) == pytest.approx(1.0)
     per_op = pd.Series(w).groupby([r["op"] for r in rows]).sum()
