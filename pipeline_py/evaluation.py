@@ -9,14 +9,13 @@ decoding reproducing the answer exactly, at a fraction of the cost of generating
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
 
 from .batches import IGNORE, pad_examples, tokenize_examples
-from .losses import shift
+from .losses import kl_from_uniform, shift
 from .tokenizer import PAD_ID
 from .train import autocast
 
@@ -62,7 +61,7 @@ class Evaluator:
                 n += pred.shape[0]
                 logp = F.log_softmax(pred[mask], dim=-1)  # [N, V] at the answer positions
                 nll += F.nll_loss(logp, tgt[mask], reduction="sum").item()
-                kl += (-math.log(logp.shape[-1]) - logp.mean(-1)).sum().item()  # KL(U ‖ p) per position
+                kl += kl_from_uniform(logp).sum().item()
                 n_tok += mask.sum().item()
             out[f"acc_{op}"], out[f"ce_{op}"], out[f"klu_{op}"] = correct / n, nll / n_tok, kl / n_tok
         for group, present in self.groups.items():  # macro averages over the group's operations

@@ -40,11 +40,15 @@ def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, label
     return ((neg_entropy + cross) * weight).sum() / weight.sum()
 
 
+def kl_from_uniform(log_q: torch.Tensor) -> torch.Tensor:
+    """Per position: KL(U ‖ q) = −log V − mean_v log q(v), from log-probabilities log_q [N, V] -> [N]."""
+    return -math.log(log_q.shape[-1]) - log_q.mean(-1)
+
+
 def kl_uniform(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """KL(U ‖ p_θ) = −log V − mean_v log p_θ(v), averaged over positions with a target (MaxEnt)."""
+    """KL(U ‖ p_θ), averaged over positions with a target (MaxEnt)."""
     pred, tgt = shift(logits, labels)
-    log_q = F.log_softmax(pred[tgt != IGNORE].float(), dim=-1)  # [N, V]
-    return (-math.log(log_q.shape[-1]) - log_q.mean(-1)).mean()
+    return kl_from_uniform(F.log_softmax(pred[tgt != IGNORE].float(), dim=-1)).mean()  # [N] -> scalar
 
 
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

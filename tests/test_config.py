@@ -77,7 +77,7 @@ SHIPPED = {  # id: (--configfile files over config.yaml, jobs of `snakemake -n p
     # pretrain_seed (config.yaml: 0) the other seeds copy its data and pretrained models (share_* jobs)
     "default": ([], 248),  # 3 seeds x 15 models x (forget, mix + quant) = 90 relearn + 45 quantize
     "attacks": (["configs/attacks.yaml"], 338),  # 3 x 15 models x (4 finetuning families + quant): 180 + 45
-    "tiny": (["configs/tiny.yaml"], 286),  # 2 x 19 models x (4 finetuning families + quant): 152 + 38
+    "tiny": (["configs/tiny.yaml"], 258),  # 2 x 17 models x (4 finetuning families + quant): 136 + 34
     "quick": (["configs/quick.yaml"], 84),  # 1 x 15 models x (forget, mix + quant): 30 + 15
     "fig_compute": (["configs/fig_compute.yaml"], 251),  # 3 x 15 models x (forget, mix + quant): 90 + 45
     "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 176),  # 3 x 11 models x (forget, mix + quant): 66 + 33
@@ -89,7 +89,7 @@ SHIPPED = {  # id: (--configfile files over config.yaml, jobs of `snakemake -n p
     "wmdp": (["configs/wmdp.yaml"], 21),  # 1 x 5 models x forget: 5
 }
 ATTACK_JOBS = {  # id: (evaluate, relearn, quantize jobs) of the comments above: seeds x models x families
-    "default": (45, 90, 45), "attacks": (45, 180, 45), "quick": (15, 30, 15), "tiny": (38, 152, 38),
+    "default": (45, 90, 45), "attacks": (45, 180, 45), "quick": (15, 30, 15), "tiny": (34, 136, 34),
     "fig_compute": (45, 90, 45),
     "fig_oracle_match": (33, 66, 33), "fig_pareto": (48, 96, 48), "fig_relearning": (39, 78, 0),
     "language": (10, 10, 0), "language_small": (8, 8, 0), "wmdp": (5, 5, 0),

@@ -115,7 +115,7 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
     s = tiny_study()
     n_methods, n_undo = len(s.unlearn.methods), len(study.undo_methods(s))
     n_inits = len(s.noise.alphas) + int(s.noise.fresh_init)
-    assert n_methods == 9 and n_undo == 2 and n_inits == 2  # tiny.yaml runs every method, UNDO on two of them
+    assert n_methods == 7 and n_undo == 2 and n_inits == 2  # tiny.yaml runs the default's methods, UNDO on two of them
     models = tiny_models()
     n_models = len(models)
     n_match = len(s.oracle_match.inits)
@@ -342,9 +342,18 @@ def test_e2e_attack_curves_and_family_table(e2e_run):
     assert len(rows) == len(families)
     for m, g in families.groupby("model"):
         by = g.set_index("family")
-        assert by.loc["worst", "forget"] == pytest.approx(by.loc[per_run, "forget"].max()), m
-        assert by.loc["worst", "decided_by"] in per_run
-        assert by.loc[by.loc["worst", "decided_by"], "forget"] == pytest.approx(by.loc["worst", "forget"])
+        # per seed: each family's worst run at the last step (acc_forget averaged over attack seeds), the max
+        # over families; then the mean over seeds
+        finals = []
+        for s in cfg.seeds:
+            df = pd.concat(pd.read_csv(p) for p in study.curves(str(root), cfg, s, m))
+            df = df[(df.metric == "acc_forget") & ((df.step == a.steps) | df.data.str.startswith("quant"))]
+            per_family = df.groupby(["data", "lr"]).value.mean().groupby("data").max()
+            finals.append(per_family)
+        assert set(by.loc["worst", "decided_by"].split("/")) <= set(per_run), m
+        assert by.loc["worst", "forget"] == pytest.approx(sum(f.max() for f in finals) / len(finals)), m
+        for family in per_run:
+            assert by.loc[family, "forget"] == pytest.approx(sum(f[family] for f in finals) / len(finals)), (m, family)
         assert by.forget.between(0, 1).all(), m
     md = (root / "families.md").read_text()
     assert all(any(line.startswith(f"| {m} ") for line in md.splitlines()) for m in models)

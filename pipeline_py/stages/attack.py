@@ -43,13 +43,15 @@ def relearn(model: str, attack: str, retain: str, eval_data: str, out: str, cfg:
         rows, weights, scored = attack_rows(family, attack, retain, eval_rows, name, draw, cfg.mix_forget_fraction,
                                             cfg.heldout_fraction)
         evaluator = setting.evaluator(tok, scored)
+        at_start = evaluator(start.to(dev), precision, dev)  # step 0 of every LR's run: the same weights
         for lr in cfg.lrs:
             net = copy.deepcopy(start)
             stream = PackedStream(tok, rows, cfg.batch_size, cfg.seq_len, draw, weights=weights)
             curve = []
 
             def check(step: int) -> bool:
-                curve.extend({"step": step, "metric": k, "value": v} for k, v in evaluator(net, precision, dev).items())
+                metrics = at_start if step == 0 else evaluator(net, precision, dev)
+                curve.extend({"step": step, "metric": k, "value": v} for k, v in metrics.items())
                 return False
 
             tc = TrainConfig(steps=cfg.steps, lr=lr, batch_size=cfg.batch_size, seq_len=cfg.seq_len,

@@ -22,6 +22,7 @@ rule pretrain_routed:
         era=stage_keys(config.get("era") or {}, "pretrain_routed"),
         runtime=runtime,
         seed=lambda w: int(w.seed),
+    priority: 10  # like pretrain: ablate, ERA's finetune and its students wait on it
     threads: HALF
     resources: mem_mb=MEM_TRAIN, runtime=60, gpu=GPU
     conda:

@@ -16,6 +16,7 @@ rule pretrain:
         train_cfg=section("pretrain"),
         runtime=runtime,
         seed=lambda w: int(w.seed),
+    priority: 10  # the pretrainings head the longest chains (oracle -> its attacks, oracle matching): start them first
     threads: HALF
     resources: mem_mb=MEM_TRAIN, runtime=60, gpu=GPU
     conda:
