@@ -1,42 +1,78 @@
-# Teacher-leak controls on seed 0 of the default run (docs/results.md#teacher-leak-controls-seed-0): every
-# setting as in config.yaml except the one varied; about 7 min on 2 cores. Writes results/leak/.
-set -e
-cd "$(dirname "$0")/.."  # the repository root; run after the default study (seed 0 of results/arithmetic)
-R=results/arithmetic/seed0
-OUT=results/leak
-mkdir -p $OUT
+# Teacher-leak controls (docs/results.md#teacher-leak-controls): two variations of the fresh-init student of
+# each seed of the default run, every other setting as in config.yaml, attacked with the default attack.
+#   bash docs/leak_controls.sh [SEED ...]   (default: 0 1 2; about 7 min per seed on 2 cores)
+# Run after `snakemake --cores 8 pareto_plot`. Writes results/leak/seed<S>/ (a seed's finished outputs are kept)
+# and prints the table: mean ± 95 % half-width over the seeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."  # the repository root
+SEEDS=${*:-0 1 2}
 DIST='{steps: 2500, lr: 3.0e-3, batch_size: 32, seq_len: 64, warmup: 50, weight_decay: 0.1, save_every: 250, stop_within: 0.05, check_every: 20}'
+MAXENT400='{batch_size: 32, warmup: 10, grad_clip: 1.0, methods: [maxent], hparams: {maxent: {steps: 400, lr: 1.0e-4, retain_weight: 5.0}}}'
 ATT='{lrs: [1.0e-5, 3.16e-5, 1.0e-4, 3.16e-4, 1.0e-3], seeds: [0], steps: 200, eval_every: 50}'
 RT='{precision: fp32, threads: 1}'
-# 1. the fresh-init student distilled from the same MaxEnt teacher on retain-only data (the oracle's data)
-python -m pipeline_py pipeline_py.stages.distill.distill teacher=$R/models/base/maxent student=$R/models/base/maxent/noised_fresh \
-  data=$R/data/oracle.jsonl eval_data=$R/data/eval.jsonl out=$OUT/retain_only/model.safetensors cfg="$DIST" runtime="$RT" seed=0 > $OUT/distill_retain_only.log 2>&1 &
-# 2. a teacher closer to uniform on forget answers: MaxEnt 4x longer (400 steps), then the same fresh-init distillation
-python -m pipeline_py pipeline_py.stages.unlearn.unlearn base=$R/models/base forget=$R/data/forget_labeled.jsonl retain=$R/data/retain_labeled.jsonl \
-  out=$OUT/maxent400/model.safetensors method=maxent cfg='{batch_size: 32, warmup: 10, grad_clip: 1.0, methods: [maxent], hparams: {maxent: {steps: 400, lr: 1.0e-4, retain_weight: 5.0}}}' runtime="$RT" seed=0 > $OUT/unlearn400.log 2>&1
-python -m pipeline_py pipeline_py.stages.distill.distill teacher=$OUT/maxent400 student=$R/models/base/maxent/noised_fresh \
-  data=$R/data/train.jsonl eval_data=$R/data/eval.jsonl out=$OUT/maxent400_fresh/model.safetensors cfg="$DIST" runtime="$RT" seed=0 > $OUT/distill400.log 2>&1
-wait
-for m in retain_only maxent400 maxent400_fresh; do
-  python -m pipeline_py pipeline_py.stages.attack.evaluate model=$OUT/$m eval_data=$R/data/eval.jsonl out=$OUT/$m.eval.csv name=$m runtime="$RT" > $OUT/$m.eval.log 2>&1
-  for fam in forget mix; do
-    python -m pipeline_py pipeline_py.stages.attack.relearn model=$OUT/$m attack=$R/data/attack.jsonl retain=$R/data/train.jsonl \
-      eval_data=$R/data/eval.jsonl out=$OUT/$m.$fam.csv cfg="$ATT" family=$fam runtime="$RT" seed=0 > $OUT/$m.$fam.log 2>&1 &
-  done
+stage() { python -m pipeline_py "pipeline_py.stages.$1" "${@:2}"; }
+for S in $SEEDS; do
+  R=results/arithmetic/seed$S OUT=results/leak/seed$S
+  mkdir -p "$OUT"
+  echo "seed $S: distillation" >&2
+  # 1. retain_only: the same MaxEnt teacher and fresh init, distilled on the oracle's data (no forget problem shown)
+  [ -f "$OUT/retain_only/model.safetensors" ] || stage distill.distill teacher=$R/models/base/maxent \
+    student=$R/models/base/maxent/noised_fresh data=$R/data/oracle.jsonl eval_data=$R/data/eval.jsonl \
+    out=$OUT/retain_only/model.safetensors cfg="$DIST" runtime="$RT" seed=$S > $OUT/retain_only.distill.log 2>&1 &
+  # 2. maxent400: a teacher closer to uniform (MaxEnt 4x longer), then maxent400_fresh: the same fresh-init distillation
+  [ -f "$OUT/maxent400/model.safetensors" ] || stage unlearn.unlearn base=$R/models/base forget=$R/data/forget_labeled.jsonl \
+    retain=$R/data/retain_labeled.jsonl out=$OUT/maxent400/model.safetensors method=maxent cfg="$MAXENT400" \
+    runtime="$RT" seed=$S > $OUT/maxent400.unlearn.log 2>&1
+  [ -f "$OUT/maxent400_fresh/model.safetensors" ] || stage distill.distill teacher=$OUT/maxent400 \
+    student=$R/models/base/maxent/noised_fresh data=$R/data/train.jsonl eval_data=$R/data/eval.jsonl \
+    out=$OUT/maxent400_fresh/model.safetensors cfg="$DIST" runtime="$RT" seed=$S > $OUT/maxent400_fresh.distill.log 2>&1
   wait
+  echo "seed $S: evaluation and attacks" >&2
+  for m in retain_only maxent400 maxent400_fresh; do
+    [ -f "$OUT/$m.eval.csv" ] || stage attack.evaluate model=$OUT/$m eval_data=$R/data/eval.jsonl out=$OUT/$m.eval.csv \
+      name=$m runtime="$RT" > $OUT/$m.eval.log 2>&1
+    for fam in forget mix; do
+      [ -f "$OUT/$m.$fam.csv" ] || stage attack.relearn model=$OUT/$m attack=$R/data/attack.jsonl retain=$R/data/train.jsonl \
+        eval_data=$R/data/eval.jsonl out=$OUT/$m.$fam.csv cfg="$ATT" family=$fam runtime="$RT" seed=$S > $OUT/$m.$fam.log 2>&1 &
+    done
+    wait
+  done
 done
-# the table of docs/results.md: before the attack, and the worst relearned forget at the last step over LR x family
-python - "$R" "$OUT" <<'PY'
-import sys, pandas as pd
-R, OUT = sys.argv[1:]
-rows = [("oracle", f"{R}/eval/oracle.csv", f"{R}/attack/oracle/"), ("maxent (teacher)", f"{R}/eval/base/maxent.csv", f"{R}/attack/base/maxent/"),
-        ("undo_fresh (default)", f"{R}/eval/base/maxent/undo_fresh.csv", f"{R}/attack/base/maxent/undo_fresh/")] + \
-       [(m, f"{OUT}/{m}.eval.csv", f"{OUT}/{m}.") for m in ("retain_only", "maxent400", "maxent400_fresh")]
-print("| model | forget acc. | retain acc. | klu_forget | relearned forget (worst, last step) |\n|---|---|---|---|---|")
-for name, ev, att in rows:
-    e = pd.read_csv(ev).set_index("metric").value
-    c = pd.concat(pd.read_csv(f"{att}{fam}.csv") for fam in ("forget", "mix"))
-    c = c[(c.metric == "acc_forget") & (c.step == c.step.max())]
-    print(f"| {name} | {e.acc_forget:.3f} | {e.acc_retain:.3f} | {e.klu_forget:.2f} | "
-          f"{c.groupby(['data', 'lr']).value.mean().max():.3f} |")
+python - $SEEDS <<'PY'
+import json, sys
+import pandas as pd
+from pipeline_py.robustness import mean_interval
+seeds = sys.argv[1:]
+def row(seed, name):  # (evaluation CSV, attack curve prefix, record of the distillation or None)
+    R, L = f"results/arithmetic/seed{seed}", f"results/leak/seed{seed}"
+    return {"oracle": (f"{R}/eval/oracle.csv", f"{R}/attack/oracle/", None),
+            "maxent (teacher)": (f"{R}/eval/base/maxent.csv", f"{R}/attack/base/maxent/", None),
+            "undo_fresh (default)": (f"{R}/eval/base/maxent/undo_fresh.csv", f"{R}/attack/base/maxent/undo_fresh/",
+                                     f"{R}/models/base/maxent/undo_fresh/record.json"),
+            "retain_only": (f"{L}/retain_only.eval.csv", f"{L}/retain_only.", f"{L}/retain_only/record.json"),
+            "maxent400": (f"{L}/maxent400.eval.csv", f"{L}/maxent400.", None),
+            "maxent400_fresh": (f"{L}/maxent400_fresh.eval.csv", f"{L}/maxent400_fresh.",
+                                f"{L}/maxent400_fresh/record.json")}[name]
+def cell(vals, digits=3):
+    m, h = mean_interval(vals)
+    return f"{m:.{digits}f}" + ("" if h != h else f" ± {h:.{digits}f}")
+print(f"seeds {' '.join(seeds)}; mean ± 95 % half-width over them\n")
+print("| model | forget acc. | retain acc. | klu_forget | relearned forget (worst, step 200) | minus undo_fresh's, paired "
+      "by seed | recovered |\n|---|---|---|---|---|---|---|")
+fresh = []
+for name in ("oracle", "maxent (teacher)", "undo_fresh (default)", "retain_only", "maxent400", "maxent400_fresh"):
+    cols = {"f": [], "r": [], "k": [], "w": [], "rec": []}
+    for s in seeds:
+        ev, att, rec = row(s, name)
+        e = pd.read_csv(ev).set_index("metric").value
+        c = pd.concat(pd.read_csv(f"{att}{fam}.csv") for fam in ("forget", "mix"))
+        c = c[(c.metric == "acc_forget") & (c.step == c.step.max())]
+        cols["f"].append(e.acc_forget); cols["r"].append(e.acc_retain); cols["k"].append(e.klu_forget)
+        cols["w"].append(c.groupby(["data", "lr"]).value.mean().max())
+        if rec:
+            cols["rec"].append(json.load(open(rec)).get("recovered"))
+    fresh = fresh or (cols["w"] if name.startswith("undo_fresh") else [])
+    diff = cell([a - b for a, b in zip(cols["w"], fresh)]) if name in ("retain_only", "maxent400_fresh") else "–"
+    rec = "–" if not cols["rec"] else f"{sum(bool(x) for x in cols['rec'])}/{len(cols['rec'])}"
+    print(f"| {name} | {cell(cols['f'])} | {cell(cols['r'])} | {cell(cols['k'], 2)} | {cell(cols['w'])} | {diff} | {rec} |")
 PY
