@@ -34,6 +34,7 @@ rule filter_data:
         call="pipeline_py.stages.data.filter_data",
         cfg=section("filter"),
         seed=lambda w: int(w.seed),
+    priority: 10  # the oracle's pretraining waits on it (rule priorities do not pass upstream)
     threads: ONE_CPU
     resources: mem_mb=MEM_SMALL, runtime=10
     conda:
