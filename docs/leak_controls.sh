@@ -41,6 +41,7 @@ done
 python - $SEEDS <<'PY'
 import json, sys
 import pandas as pd
+from pipeline_py.report import worst_case
 from pipeline_py.robustness import mean_interval
 seeds = sys.argv[1:]
 def row(seed, name):  # (evaluation CSV, attack curve prefix, record of the distillation or None)
@@ -59,20 +60,21 @@ def cell(vals, digits=3):
 print(f"seeds {' '.join(seeds)}; mean ± 95 % half-width over them\n")
 print("| model | forget acc. | retain acc. | klu_forget | relearned forget (worst, step 200) | minus undo_fresh's, paired "
       "by seed | recovered |\n|---|---|---|---|---|---|---|")
-fresh = []
+worst = {}  # model -> its relearned forget per seed
 for name in ("oracle", "maxent (teacher)", "undo_fresh (default)", "retain_only", "maxent400", "maxent400_fresh"):
     cols = {"f": [], "r": [], "k": [], "w": [], "rec": []}
     for s in seeds:
         ev, att, rec = row(s, name)
         e = pd.read_csv(ev).set_index("metric").value
         c = pd.concat(pd.read_csv(f"{att}{fam}.csv") for fam in ("forget", "mix"))
-        c = c[(c.metric == "acc_forget") & (c.step == c.step.max())]
+        wc = worst_case(c.rename(columns={"seed": "aseed"}).assign(seed=s, model=name))  # sorted by step
         cols["f"].append(e.acc_forget); cols["r"].append(e.acc_retain); cols["k"].append(e.klu_forget)
-        cols["w"].append(c.groupby(["data", "lr"]).value.mean().max())
+        cols["w"].append(wc.acc_forget.iloc[-1])
         if rec:
             cols["rec"].append(json.load(open(rec)).get("recovered"))
-    fresh = fresh or (cols["w"] if name.startswith("undo_fresh") else [])
-    diff = cell([a - b for a, b in zip(cols["w"], fresh)]) if name in ("retain_only", "maxent400_fresh") else "–"
+    worst[name] = cols["w"]
+    diff = cell([a - b for a, b in zip(cols["w"], worst["undo_fresh (default)"])]) \
+        if name in ("retain_only", "maxent400_fresh") else "–"
     rec = "–" if not cols["rec"] else f"{sum(bool(x) for x in cols['rec'])}/{len(cols['rec'])}"
     print(f"| {name} | {cell(cols['f'])} | {cell(cols['r'])} | {cell(cols['k'], 2)} | {cell(cols['w'])} | {diff} | {rec} |")
 PY
