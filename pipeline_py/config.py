@@ -112,8 +112,8 @@ class Attack(Section):
     heldout_fraction: float = key(0.5, "share of the forget facts the heldout attacker does not get", gt=0, lt=1)
     quant_bits: list[int] = key([8, 4], "bit widths of the quantization attack (round to nearest, per output "
                                 "channel)", choices=(2, 3, 4, 8), nonempty=True, unique=True)
-    seeds: list[int] = key(doc="attack seeds (data order, drawn from the attack seed and the study seed together)",
-                           ge=0, nonempty=True, unique=True)
+    seeds: list[int] = key(doc="attack seeds (data order, drawn from 1000 x the study seed + the attack seed, so "
+                           "below 1000 every pair draws its own)", ge=0, lt=1000, nonempty=True, unique=True)
     steps: int = key(doc="attack length in optimizer steps", gt=0)
     eval_every: int = key(doc="steps between evaluations (and at step 0)", gt=0)
     batch_size: int = key(16, "sequences per attack step", gt=0)

@@ -143,9 +143,10 @@ def plot_pareto(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_f
             ax.errorbar(r.retain_before, r.forget_attacked, xerr=r.retain_before_ci, yerr=r.forget_attacked_ci,
                         marker=MARKERS[r.kind], ms=7 if r.method else 10, color=color, ls="none", elinewidth=0.8,
                         mfc="none" if _hollow(r) else color)
-            if r.kind == "undo":
-                ax.annotate(f"{r.alpha:g}", (r.retain_before, r.forget_attacked), xytext=(4, 3),
-                            textcoords="offset points", fontsize=7, color=color)
+        undo = at[at.kind == "undo"].sort_values("retain_before")
+        for i, r in enumerate(undo.itertuples()):  # α above and below in turn: close points keep apart labels
+            ax.annotate(f"{r.alpha:g}", (r.retain_before, r.forget_attacked), xytext=(4, 3 if i % 2 == 0 else -10),
+                        textcoords="offset points", fontsize=7, color=colors.get(r.method, "k"))
         front = _frontier(list(zip(at.retain_before, at.forget_attacked)), higher_is_better)
         if len(front) > 1:
             ax.plot(*zip(*front), ls="--", color="0.5", lw=1, zorder=0)

@@ -121,7 +121,7 @@ def test_models_follow_the_config():
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["noise"].update(methods=None, alphas=[0.5], fresh_init=False)
     cfg["unlearn"]["methods"] = ["maxent", "npo"]
-    cfg["era"]["undo_alphas"] = [0.3]
+    cfg["era"] = {"undo_alphas": [0.3]}  # config.yaml has none; the other keys keep their defaults
     cfg["oracle_match"]["inits"] = ["fresh"]
     s = Study.from_dict(cfg)
     assert study.undo_methods(s) == ["maxent", "npo"]  # null: every method
