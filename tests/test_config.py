@@ -245,6 +245,12 @@ def test_budget_beyond_the_attack():
     assert msg.startswith("report.budgets = [0, 500] is invalid") and "[500]" in msg and "attack.steps = 200" in msg
 
 
+def test_attack_seeds_below_1000():
+    """Data draws are 1000 x study seed + attack seed: an attack seed of 1000 would repeat study seed 1's draw."""
+    msg = bad(lambda c: c["attack"].update(seeds=[0, 1000]))
+    assert msg.startswith("attack.seeds = [0, 1000] is invalid") and "< 1000" in msg
+
+
 def test_era_layer_beyond_the_model():
     msg = bad(lambda c: c.update(era={"layers": [0, 7]}))  # config.yaml has no era block: one with the bad key
     assert msg.startswith("era.layers = [0, 7] is invalid") and "[7]" in msg and "model.n_layers = 4" in msg
