@@ -219,10 +219,12 @@ def plot_oracle_match(summary: pd.DataFrame, worst: pd.DataFrame, out_png: str, 
     for model in keep:
         g = worst[worst.model == model]
         stats = _band(g, forget_metric)
-        right.plot(stats.index, stats["mean"], marker=MARKERS[g.kind.iloc[0]], ms=4, label=_label(g.iloc[0]),
-                   ls={"base": "--", "oracle": ":"}.get(model, "-"))
-    right.set(title="relearning attack (worst case)", xlabel="attack steps", ylabel=forget_metric,
-              ylim=_limits(forget_metric))
+        line, = right.plot(stats.index, stats["mean"], marker=MARKERS[g.kind.iloc[0]], ms=4, label=_label(g.iloc[0]),
+                           ls={"base": "--", "oracle": ":"}.get(model, "-"))
+        right.fill_between(stats.index, stats["mean"] - stats["ci"], stats["mean"] + stats["ci"],
+                           color=line.get_color(), alpha=0.15, lw=0)
+    right.set(title="relearning attack (worst case; bands: 95 % intervals)", xlabel="attack steps",
+              ylabel=forget_metric, ylim=_limits(forget_metric))
     right.legend(fontsize=7)
     _save(fig, out_png)
 
