@@ -96,7 +96,8 @@ ATTACK_JOBS = {  # id: (evaluate, relearn, quantize jobs) of the comments above:
     "language": (10, 10, 0), "language_small": (8, 8, 0), "wmdp": (5, 5, 0),
 }
 FAMILIES = {  # id: attack.families of the shipped config (merged over config.yaml)
-    "default": ["forget", "mix", "quant"], "full": ["forget", "mix", "quant"], "attacks": ["forget", "mix", "retain", "heldout", "quant"],
+    "default": ["forget", "mix", "quant"], "full": ["forget", "mix", "quant"],
+    "attacks": ["forget", "mix", "retain", "heldout", "quant"],
     "tiny": ["forget", "mix", "retain", "heldout", "quant"], "fig_compute": ["forget", "mix", "quant"],
     "quick": ["forget", "mix", "quant"],
     "fig_oracle_match": ["forget", "mix", "quant"], "fig_pareto": ["forget", "mix", "quant"],
