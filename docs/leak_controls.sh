@@ -6,9 +6,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."  # the repository root
 SEEDS=${*:-0 1 2}
-DIST='{steps: 2500, lr: 3.0e-3, batch_size: 32, seq_len: 64, warmup: 50, weight_decay: 0.1, save_every: 250, stop_within: 0.05, check_every: 20}'
-MAXENT400='{batch_size: 32, warmup: 10, grad_clip: 1.0, methods: [maxent], hparams: {maxent: {steps: 400, lr: 1.0e-4, retain_weight: 5.0}}}'
-ATT='{lrs: [1.0e-5, 3.16e-5, 1.0e-4, 3.16e-4, 1.0e-3], seeds: [0], steps: 200, eval_every: 50}'
+section() {  # a section of config.yaml as the workflow hands it to a stage (flow YAML), with dotted KEY=YAML changes
+  python - "$@" <<'PY'
+import sys, yaml
+from pipeline_py.config import Study
+name, *changes = sys.argv[1:]
+out = Study.from_dict(yaml.safe_load(open("config.yaml"))).to_dict()[name]
+for change in changes:
+    key, value = change.split("=", 1)
+    *path, last = key.split(".")
+    node = out
+    for k in path:
+        node = node[k]
+    node[last] = yaml.safe_load(value)
+print(yaml.safe_dump(out, default_flow_style=True, width=10**6).strip())  # PyYAML reads its own floats back
+PY
+}
+DIST=$(section distill)
+MAXENT400=$(section unlearn 'methods=[maxent]' hparams.maxent.steps=400)  # MaxEnt 4x longer, otherwise as configured
+ATT=$(section attack)
 RT='{precision: fp32, threads: 1}'
 stage() { python -m pipeline_py "pipeline_py.stages.$1" "${@:2}"; }
 for S in $SEEDS; do
