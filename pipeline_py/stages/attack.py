@@ -44,9 +44,11 @@ def relearn(model: str, attack: str, retain: str, eval_data: str, out: str, cfg:
                                             cfg.heldout_fraction)
         evaluator = setting.evaluator(tok, scored)
         at_start = evaluator(start.to(dev), precision, dev)  # step 0 of every LR's run: the same weights
+        stream = PackedStream(tok, rows, cfg.batch_size, cfg.seq_len, draw, weights=weights)  # tokenized once
+        fresh = stream.state_dict()  # every LR's run draws the same batches from here
         for lr in cfg.lrs:
             net = copy.deepcopy(start)
-            stream = PackedStream(tok, rows, cfg.batch_size, cfg.seq_len, draw, weights=weights)
+            stream.load_state_dict(fresh)
             curve = []
 
             def check(step: int) -> bool:
