@@ -174,13 +174,15 @@ def check_claims(models: pd.DataFrame, higher_is_better: bool = True, near: floa
         o_before = _stat(models, "oracle", "forget_before", hib)
         matched = less_capable(o_before, before) != "yes"  # before the attack it is no clearer at forget than the oracle
         robust = less_capable(oracle, s)  # 'yes': after the attack the oracle is clearly more robust
-        if not (s.known and oracle.known and before.known and o_before.known):
+        retain_matched = _recovered(models, m)  # its retain came within the stop rule's margin of the oracle's
+        if not (s.known and oracle.known and before.known and o_before.known) or not retain_matched:
             verdict = "unresolved"
         else:
             verdict = ("reproduced" if matched and robust == "yes" else
                        "not reproduced" if robust == "no" or not matched else "unresolved")
         row("e", verdict, f"{m}: forget before the attack {before} (oracle {o_before}); relearned {s}"
-            f"{_kept(models, m, hib)} (oracle {oracle}{_kept(models, 'oracle', hib)})")
+            f"{_kept(models, m, hib)} (oracle {oracle}{_kept(models, 'oracle', hib)})"
+            + ("" if retain_matched else f"; retain not matched to the oracle's: ['{m}']"))
     return pd.DataFrame(rows)
 
 

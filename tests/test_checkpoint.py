@@ -185,3 +185,24 @@ def test_noise_and_distill_records_chain_flops(tiny_data, tiny_cfg, tmp_path):
     assert rec["flops"] == 6 * n * 64 + 2 * n * rec["frozen_tokens"]
     assert rec["lineage_flops"] == rec["flops"] + rec_noise["lineage_flops"]
     assert rec["steps"] == 2
+
+
+def test_fixed_budget_distillation_records_whether_the_student_matched(tiny_data, tiny_cfg, tmp_path):
+    """Oracle matching has no stop rule; with `matched_within` its record says whether the final retain metric
+    came within that of the teacher's (a random student falls far short of a teacher trained on the data);
+    without it, `recovered` stays None (not flagged, not claimed)."""
+    teacher = tmp_path / "teacher"
+    pretrain(str(tiny_data / "train.jsonl"), str(tiny_data / "tokenizer.json"), str(teacher), tiny_cfg,
+             TrainConfig(steps=150, lr=1e-2, batch_size=8, seq_len=32, warmup=10), Runtime(precision="fp32"), seed=0)
+    save_checkpoint(build_model(tiny_cfg, seed=1), tiny_data, tmp_path / "student", {})
+    cfg = Distill(steps=2, lr=1e-3, batch_size=2, seq_len=16, stop_within=None, check_every=10)
+    recs = {}
+    for name, within in (("none", None), ("tight", 0.05), ("loose", 1.0)):
+        distill(str(teacher), str(tmp_path / "student"), str(tiny_data / "train.jsonl"), str(tiny_data / "eval.jsonl"),
+                str(tmp_path / name), cfg, Runtime(precision="fp32", device="cpu"), seed=0, matched_within=within)
+        recs[name] = json.loads((tmp_path / name / "record.json").read_text())
+    torch.set_num_threads(1)
+    gap = recs["tight"]["teacher_retain"] - recs["tight"]["student_retain"]
+    assert gap > 0.05  # the premise: two steps leave the student far below its teacher
+    assert recs["none"]["recovered"] is None and recs["tight"]["recovered"] is False
+    assert recs["loose"]["recovered"] is True and recs["loose"]["steps"] == 2  # flagged or not, no early stop

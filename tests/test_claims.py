@@ -50,6 +50,15 @@ def test_a_student_that_did_not_recover_leaves_its_claims_unresolved():
     assert v["b"] == v["c"] == v["d"] == "unresolved" and v["a"] == "reproduced"
 
 
+def test_oracle_matching_short_of_the_oracles_retain_leaves_e_unresolved():
+    t = table()
+    t.loc[(t.model == "oracle/match_base") & (t.seed == 1), "recovered"] = 0.0  # one seed fell short
+    out = check_claims(t).set_index("claim")
+    assert out.loc["e", "verdict"] == "unresolved" and "retain not matched" in out.loc["e", "evidence"]
+    t.loc[t.model == "oracle/match_base", "recovered"] = 1.0  # matched in every seed: decided as before
+    assert verdicts(t)["e"] == "reproduced"
+
+
 def test_one_seed_decides_nothing():
     one = {k: v[:1] for k, v in PAPER.items()}
     assert set(verdicts(table(one)).values()) == {"unresolved"}

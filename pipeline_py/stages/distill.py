@@ -35,9 +35,11 @@ def noise(teacher: str, out: str, init: str, seed: int) -> None:
 
 
 def distill(teacher: str, student: str, data: str, eval_data: str, out: str, cfg: Distill, runtime: Runtime,
-            seed: int, teacher_in_lineage: bool = True) -> None:
+            seed: int, teacher_in_lineage: bool = True, matched_within: float | None = None) -> None:
     """Forward KL(teacher ‖ student) on the unlabeled pretraining mixture (forget data included);
     stops early once the student's retain metric (the setting's) is within `cfg.stop_within` of the teacher's.
+    A fixed-budget run (`cfg.stop_within` None: oracle matching) given `matched_within` records whether its
+    final retain metric came within that of the teacher's (`recovered`), so an unmatched student is flagged.
 
     FLOPs: student tokens trained, teacher tokens and the retain checks' tokens as forwards. The lineage
     adds the teacher's own lineage when the student does not descend from the teacher
@@ -78,7 +80,12 @@ def distill(teacher: str, student: str, data: str, eval_data: str, out: str, cfg
                                + [data, eval_data], stage="distill", train=tc, stop_within=cfg.stop_within,
                                check_every=cfg.check_every, precision=precision, seed=seed)
     steps = train(s_net, loss, tc, "distill", precision, dev, check=check, check_every=cfg.check_every, resume=resume)
-    if state["recovered"] is False:
+    if cfg.stop_within is None and matched_within is not None:
+        state["recovered"] = setting.METRICS.within(state["retain"], target, matched_within)
+        log.log(logging.INFO if state["recovered"] else logging.WARNING, "distill: fixed budget of %d steps; the "
+                "student's %s %.3f is %swithin %g of the teacher's %.3f", steps, key, state["retain"],
+                "" if state["recovered"] else "NOT ", matched_within, target)
+    elif state["recovered"] is False:
         log.warning("distill: the student did NOT recover the teacher's %s within %g in %d steps (%.3f against %.3f); "
                     "it is marked recovered = false in every table", key, cfg.stop_within, steps, state["retain"], target)
     # retain checks as train() runs them (step 0, every check_every steps, the last step) plus the teacher's

@@ -29,5 +29,6 @@ use rule distill as match_oracle with:
         call="pipeline_py.stages.distill.distill",
         cfg=section("distill", steps=STUDY.oracle_match.steps, stop_within=None),
         teacher_in_lineage=lambda w: w.start != "base",
+        matched_within=STUDY.distill.stop_within,  # flagged (recovered = false) when its retain falls short
         runtime=runtime,
         seed=lambda w: int(w.seed),
