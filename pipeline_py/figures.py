@@ -169,25 +169,36 @@ def plot_compute(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_
     """Figure 3 from summary.csv: forget after the longest attack vs the method's compute / oracle compute,
     one line per method through unlearn-only, its UNDO α points and Unlearn-and-Distill (α annotated;
     95 % intervals over seeds; hollow = not recovered)."""
+    from matplotlib.transforms import offset_copy
+
     plt = _pyplot()
     last = summary[summary.budget == summary.budget.max()]
     mean = _means(last, ["model"])
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, (method, g) in enumerate(mean[mean.method != ""].groupby("method")):
+    groups = list(mean[mean.method != ""].groupby("method"))
+    for i, (method, g) in enumerate(groups):
         g = g.sort_values("compute_fraction")
         color = plt.cm.tab10(i % 10)
-        ax.plot(g.compute_fraction, g.forget_attacked, "-", color=color, label=method)
-        for j, r in enumerate(g.itertuples()):
+        # methods dodged sideways by a few points: unlearn-only points share one compute value
+        dodge = offset_copy(ax.transData, fig=fig, x=3.0 * (i - (len(groups) - 1) / 2), units="points")
+        ax.plot(g.compute_fraction, g.forget_attacked, "-", color=color, label=method, transform=dodge)
+        students = 0
+        for r in g.itertuples():
             ax.errorbar(r.compute_fraction, r.forget_attacked, yerr=r.forget_attacked_ci, marker=MARKERS[r.kind],
-                        color=color, mfc="none" if _hollow(r) else color, ls="none")
-            if r.kind in ("undo", "unlearn+distill"):  # labels staggered: students may share a compute value
+                        color=color, mfc="none" if _hollow(r) else color, ls="none", transform=dodge)
+            if r.kind in ("undo", "unlearn+distill"):  # labels right and left in turn: close points keep apart
+                side = 1 if students % 2 == 0 else -1
+                students += 1
                 ax.annotate("fresh" if r.kind == "unlearn+distill" else f"α {r.alpha:g}",
-                            (r.compute_fraction, r.forget_attacked), xytext=(4, 3 + 9 * (j % 3)),
-                            textcoords="offset points", fontsize=7, color=color)
+                            (r.compute_fraction, r.forget_attacked), xytext=(8 * side, 2), textcoords="offset points",
+                            ha="left" if side > 0 else "right", fontsize=7, color=color)
     for model, ls in (("oracle", ":"), ("base", "--")):
         if model in set(mean.model):
             ax.axhline(mean.set_index("model").loc[model, "forget_attacked"], ls=ls, color="k",
                        label=f"{model} (after the attack)")
+    xs = mean[mean.method != ""].compute_fraction.dropna()  # dodged artists set no data limits: set them here
+    span = (xs.max() - xs.min()) or 1.0
+    ax.set_xlim(xs.min() - 0.05 * span, xs.max() + 0.1 * span)
     ax.set(xlabel="compute of the method / oracle pretraining compute",
            ylabel=f"{forget_metric} after {int(last.budget.max())} attack steps ({_direction(higher_is_better)})",
            ylim=_limits(forget_metric), title="robustness vs compute (hollow: student not recovered)")
@@ -209,18 +220,24 @@ def plot_oracle_match(summary: pd.DataFrame, worst: pd.DataFrame, out_png: str, 
         _save(fig, out_png)
         return
     first = _means(summary[summary.budget == summary.budget.min()], ["model"]).set_index("model").loc[keep]
+    # students whose retain fell short of the oracle's in some seed (distill's matched_within) say so
+    unmatched = set(summary[summary.recovered < 1].model) if "recovered" in summary else set()
+
+    def label(r) -> str:
+        return _label(r) + ("\n(retain not matched)" if r.model in unmatched else "")
+
     x = range(len(keep))
     for shift, metric, color in ((-0.2, "forget_before", "tab:red"), (0.2, "retain_before", "tab:blue")):
         left.bar([i + shift for i in x], first[metric], width=0.4, yerr=first[f"{metric}_ci"], color=color,
                  label=(forget_metric if metric.startswith("forget") else retain_metric) + " before the attack")
-    left.set_xticks(list(x), [_label(r) for r in first.reset_index().itertuples()], fontsize=7, rotation=15)
+    left.set_xticks(list(x), [label(r) for r in first.reset_index().itertuples()], fontsize=7, rotation=15)
     left.set(title="outputs before the attack", ylim=_limits(forget_metric))
     left.legend(fontsize=7)
     for model in keep:
         g = worst[worst.model == model]
         stats = _band(g, forget_metric)
-        line, = right.plot(stats.index, stats["mean"], marker=MARKERS[g.kind.iloc[0]], ms=4, label=_label(g.iloc[0]),
-                           ls={"base": "--", "oracle": ":"}.get(model, "-"))
+        line, = right.plot(stats.index, stats["mean"], marker=MARKERS[g.kind.iloc[0]], ms=4, label=label(g.iloc[0]),
+                           ls={"base": "--", "oracle": ":"}.get(model, "-"), mfc="none" if model in unmatched else None)
         right.fill_between(stats.index, stats["mean"] - stats["ci"], stats["mean"] + stats["ci"],
                            color=line.get_color(), alpha=0.15, lw=0)
     right.set(title="relearning attack (worst case; bands: 95 % intervals)", xlabel="attack steps",
