@@ -212,13 +212,17 @@ def pipeline_relearn_seconds(size: Size, batches, eval_batches, steps: int, eval
     return dt
 
 
-def versus_undo(size_names: list[str], steps: int, threads: int, eval_batches_n: int = 15,
+EVAL_SET = (2000, 28, 64)  # sequences, tokens each, sequences per forward: the default arithmetic evaluation set
+# (seed 0: 1,987 problems, 54,609 padded tokens, in Evaluator's batches of 64)
+
+
+def versus_undo(size_names: list[str], steps: int, threads: int, eval_set: tuple[int, int, int] = EVAL_SET,
                 attack_steps: int | None = None) -> dict:
     """Seconds per step of the pipeline's loop and of the UNDO-style reference at the same model size, batch and
     step count, fp32, on the same thread count; ratios = reference ÷ pipeline (our speed-up). A relearn run is
     `attack_steps` (config.yaml's attack.steps) steps evaluated every config.yaml attack.eval_every steps by the
-    pipeline and every 5 by the reference, each evaluation a forward over `eval_batches_n` attack-sized batches
-    (15 cost about 5 training steps, config.yaml's estimate of an evaluation)."""
+    pipeline and every 5 by the reference, each evaluation a forward over `eval_set` (random tokens shaped as the
+    default study's evaluation set: sequences, their length, sequences per batch), the same batches for both."""
     ref = load_reference()
     dev = setup_runtime(threads, "cpu")
     cfg_yaml = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -226,7 +230,7 @@ def versus_undo(size_names: list[str], steps: int, threads: int, eval_batches_n:
     attack_steps = attack_steps or int(cfg_yaml["attack"]["steps"])  # one attack run of config.yaml
     table = sizes()
     out = {"threads": threads, "torch": torch.__version__, "pipeline_eval_every": eval_every,
-           "reference_eval_every": ref.EVAL_EVERY, "attack_steps": attack_steps, "eval_batches": eval_batches_n,
+           "reference_eval_every": ref.EVAL_EVERY, "attack_steps": attack_steps, "eval_set": list(eval_set),
            "rows": []}
     pipe_up = startup_seconds()
     ref_up = ref.import_seconds()
@@ -251,7 +255,8 @@ def versus_undo(size_names: list[str], steps: int, threads: int, eval_batches_n:
                          "batch": [B, size.seq_len]}
         B = size.attack_batch_size
         batches = [torch.randint(4, size.model.vocab_size, (B, size.seq_len), generator=g) for _ in range(8)]
-        evals = [torch.randint(4, size.model.vocab_size, (B, size.seq_len), generator=g) for _ in range(eval_batches_n)]
+        n, T, per = eval_set
+        evals = [torch.randint(4, size.model.vocab_size, (min(per, n - i), T), generator=g) for i in range(0, n, per)]
         ours = pipeline_relearn_seconds(size, batches, evals, attack_steps, eval_every, dev)
         model = ref.build_reference(size.model, 0)
         theirs, _ = _timed(lambda: ref.relearn_run(model, batches, evals, attack_steps))
