@@ -221,7 +221,7 @@ def plot_oracle_match(summary: pd.DataFrame, worst: pd.DataFrame, out_png: str, 
         return
     first = _means(summary[summary.budget == summary.budget.min()], ["model"]).set_index("model").loc[keep]
     # students whose retain fell short of the oracle's in some seed (distill's matched_within) say so
-    unmatched = set(summary[summary.recovered < 1].model) if "recovered" in summary else set()
+    unmatched = {r.model for r in first.reset_index().itertuples() if _hollow(r)}
 
     def label(r) -> str:
         return _label(r) + ("\n(retain not matched)" if r.model in unmatched else "")
