@@ -182,16 +182,18 @@ def plot_compute(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_
         # methods dodged sideways by a few points: unlearn-only points share one compute value
         dodge = offset_copy(ax.transData, fig=fig, x=3.0 * (i - (len(groups) - 1) / 2), units="points")
         ax.plot(g.compute_fraction, g.forget_attacked, "-", color=color, label=method, transform=dodge)
-        students = 0
+        undo = 0
         for r in g.itertuples():
             ax.errorbar(r.compute_fraction, r.forget_attacked, yerr=r.forget_attacked_ci, marker=MARKERS[r.kind],
                         color=color, mfc="none" if _hollow(r) else color, ls="none", transform=dodge)
-            if r.kind in ("undo", "unlearn+distill"):  # labels right and left in turn: close points keep apart
-                side = 1 if students % 2 == 0 else -1
-                students += 1
-                ax.annotate("fresh" if r.kind == "unlearn+distill" else f"α {r.alpha:g}",
-                            (r.compute_fraction, r.forget_attacked), xytext=(8 * side, 2), textcoords="offset points",
-                            ha="left" if side > 0 else "right", fontsize=7, color=color)
+            if r.kind == "undo":  # α right of its point, above and below in turn: close points keep apart
+                ax.annotate(f"α {r.alpha:g}", (r.compute_fraction, r.forget_attacked),
+                            xytext=(7, 4 if undo % 2 == 0 else -11), textcoords="offset points", fontsize=7,
+                            color=color)
+                undo += 1
+            elif r.kind == "unlearn+distill":  # left of its point, clear of the α labels
+                ax.annotate("fresh", (r.compute_fraction, r.forget_attacked), xytext=(-7, 4), ha="right",
+                            textcoords="offset points", fontsize=7, color=color)
     for model, ls in (("oracle", ":"), ("base", "--")):
         if model in set(mean.model):
             ax.axhline(mean.set_index("model").loc[model, "forget_attacked"], ls=ls, color="k",
