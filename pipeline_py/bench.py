@@ -99,18 +99,21 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, train_step: bool) -> float:
 
 
 def time_step(kind: str, size: Size, precision: str, device: torch.device, steps: int,
-              compile_model: bool = False) -> dict:
-    """Tokens/s and model FLOP/s of `steps` optimizer steps of one stage kind, after a short warm-up."""
+              compile_model: bool = False, students: int = 1) -> dict:
+    """Tokens/s and model FLOP/s of `steps` optimizer steps of one stage kind, after a short warm-up;
+    distill with `students` > 1 trains that many students on one teacher forward per batch (as the
+    distill_students rule does), and the figures are per student."""
     cfg = size.model
     B = size.attack_batch_size if kind == "relearn" else size.batch_size
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(4, cfg.vocab_size, (B, size.seq_len), generator=g).to(device) for _ in range(8)]
-    student = build_model(cfg, 0).to(device)
-    teacher = build_model(cfg, 1).to(device).requires_grad_(False) if kind == "distill" else None
+    nets = torch.nn.ModuleList(build_model(cfg, i).to(device) for i in range(students if kind == "distill" else 1))
+    teacher = build_model(cfg, 1000).to(device).requires_grad_(False) if kind == "distill" else None
     if compile_model:
-        student.compile()
-        if teacher is not None:
-            teacher.compile()
+        for m in (*nets, teacher):
+            if m is not None:
+                m.compile()
+    student = nets if len(nets) > 1 else nets[0]
     it = iter(range(10**9))
 
     def loss():
@@ -119,7 +122,7 @@ def time_step(kind: str, size: Size, precision: str, device: torch.device, steps
             return token_ce(student(x), x)
         with torch.inference_mode(), autocast(precision, device):
             t_logits = teacher(x)
-        return forward_kl(student(x), t_logits, x)
+        return sum(forward_kl(net(x), t_logits, x) for net in nets)
 
     schedule = "constant" if kind == "relearn" else "cosine"
     warm = 3 if not compile_model else 10
@@ -131,10 +134,11 @@ def time_step(kind: str, size: Size, precision: str, device: torch.device, steps
                                      schedule=schedule), kind, precision, device)
     sync(device)
     dt = time.perf_counter() - t0
+    dt /= len(nets)  # per student
     tokens = steps * B * size.seq_len
     per_token = flops_per_token(cfg, size.seq_len, True)
     if kind == "distill":
-        per_token += flops_per_token(cfg, size.seq_len, False)
+        per_token += flops_per_token(cfg, size.seq_len, False) / len(nets)
     return {"tokens_per_s": tokens / dt, "model_flops_per_s": tokens * per_token / dt, "seconds": dt,
             "steps": steps, "batch_size": B, "seq_len": size.seq_len}
 
@@ -253,6 +257,11 @@ def versus_undo(size_names: list[str], steps: int, threads: int, eval_set: tuple
                 dt, losses = _timed(lambda: ref.distill_steps(student, teacher, batches, steps))
             row[kind] = {"pipeline_s_per_step": ours, "reference_s_per_step": dt / steps, "ratio": dt / steps / ours,
                          "batch": [B, size.seq_len]}
+        # the default's three students of one teacher share its forward (distill_students): per student
+        ours = time_step("distill", size, "fp32", dev, steps, students=3)["seconds"] / steps
+        theirs = row["distill"]["reference_s_per_step"]
+        row["distill_3_students"] = {"pipeline_s_per_step": ours, "reference_s_per_step": theirs,
+                                     "ratio": theirs / ours, "batch": [size.batch_size, size.seq_len]}
         B = size.attack_batch_size
         batches = [torch.randint(4, size.model.vocab_size, (B, size.seq_len), generator=g) for _ in range(8)]
         n, T, per = eval_set
@@ -265,7 +274,7 @@ def versus_undo(size_names: list[str], steps: int, threads: int, eval_set: tuple
         row["relearn_run_with_startup"] = {"pipeline_s": ours + pipe_up, "reference_s": theirs + ref_up,
                                            "ratio": (theirs + ref_up) / (ours + pipe_up)}
         out["rows"].append(row)
-        for k in ("pretrain", "distill"):
+        for k in ("pretrain", "distill", "distill_3_students"):
             r = row[k]
             print(f"{name:11s} {k:9s} pipeline {1e3 * r['pipeline_s_per_step']:8.1f} ms/step  reference "
                   f"{1e3 * r['reference_s_per_step']:8.1f} ms/step  speed-up x{r['ratio']:.2f}", flush=True)

@@ -93,6 +93,8 @@ class Distill(TrainConfig):
     stop_within: float | None = key(doc="stop once the student's retain metric is within this of the teacher's "
                                     "(accuracy points, or relative CE); null = run every step", ge=0, le=1)
     check_every: int = key(doc="steps between those retain checks", gt=0)
+    together: bool = key(True, "train every student of one unlearned model in one job, one teacher forward per "
+                         "batch for all (false: one job per student, for students too large to share a device)")
 
     def train_config(self) -> TrainConfig:
         """The training loop's part of the section."""

@@ -251,7 +251,8 @@ def check_weights(params: list[torch.Tensor], names: dict[int, str], stage: str,
 def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: TrainConfig, stage: str,
           precision: str = "bf16", device: torch.device = torch.device("cpu"), params=None,
           check: Callable[[int], bool] | None = None, check_every: int = 0,
-          backward: Callable[[torch.Tensor], None] | None = None, resume: Resume | None = None) -> int:
+          backward: Callable[[torch.Tensor], None] | None = None, resume: Resume | None = None,
+          clip_groups: list[list[torch.Tensor]] | None = None) -> int:
     """Run up to `cfg.steps` AdamW steps of `loss_fn()`; return the number of steps taken.
 
     `check(step)` runs at step 0, every `check_every` steps and after the last step; returning True
@@ -259,7 +260,9 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
     stage with an error naming the stage, the step and the loss. `backward(loss)` fills the gradients of
     a step (default `loss.backward()`; a SAM step re-evaluates the loss at perturbed weights there).
     `params` (default all) are the parameters the optimizer updates. With `resume`, training continues
-    from a saved state when there is one and saves its state every `resume.every` steps.
+    from a saved state when there is one and saves its state every `resume.every` steps. `clip_groups`
+    (default: all parameters as one group) clips each group's gradient norm on its own: several models
+    trained as one (students of one teacher) each keep the clipping they would get alone.
     """
     if backward is not None and cfg.grad_accum != 1:
         raise ValueError(f"{stage}: grad_accum = {cfg.grad_accum} cannot combine with a custom backward step (SAM)")
@@ -268,6 +271,8 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
     opt = make_optimizer(model, cfg, params)
     trainable = [p for g in opt.param_groups for p in g["params"]]
     names = {id(p): n for n, p in model.named_parameters()}
+    clip_sets = [{id(p) for p in g} for g in clip_groups] if clip_groups else None
+    clip_lists = [[p for p in trainable if id(p) in s] for s in clip_sets] if clip_sets else [trainable]  # optimizer order
     start = resume.restore(model, opt) if resume else 0
     t0, step = time.time(), start
     if start == 0 and check and check(0):
@@ -287,7 +292,8 @@ def train(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Trai
             else:
                 backward(loss)
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            for group in clip_lists:
+                torch.nn.utils.clip_grad_norm_(group, cfg.grad_clip)
         opt.step()
         check_weights(trainable, names, stage, step, loss)
         if step % cfg.log_every == 0 or step == cfg.steps:

@@ -35,6 +35,19 @@ def test_bench_smoke_writes_every_row(tmp_path):
             ModelConfig(**r["model"]), r["seq_len"], True) * (1 + (r["stage"] == "distill") / 3), rel=1e-9)  # a frozen forward is exactly 1/3 of a training step
 
 
+
+def test_students_sharing_a_teacher_are_timed_per_student():
+    """Three students on one teacher forward: per student, a training step plus a third of a frozen forward."""
+    import torch
+
+    size = bench.sizes()["tiny"]
+    r = bench.time_step("distill", size, "fp32", torch.device("cpu"), steps=2, students=3)
+    per_token = r["model_flops_per_s"] / r["tokens_per_s"]
+    assert per_token == pytest.approx(bench.flops_per_token(size.model, size.seq_len, True)
+                                      + bench.flops_per_token(size.model, size.seq_len, False) / 3, rel=1e-9)
+    assert r["tokens_per_s"] == pytest.approx(2 * size.batch_size * size.seq_len / r["seconds"], rel=1e-9)
+
+
 # ---- --breakdown: the study's own clock, on a fixture of fake benchmark TSVs and logs ----------------------
 
 TSV_HEAD = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

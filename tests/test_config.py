@@ -73,19 +73,20 @@ def test_schema_and_study_agree_on_the_shipped_default():
 
 SHIPPED = {  # id: (--configfile files over config.yaml, jobs of `snakemake -n pareto_plot`)
     # per seed and model: one relearn job per finetuning family of attack.families (every LR x attack seed in
-    # one process), one quantize job if 'quant' is listed, one evaluate job; plus the models' own jobs. With
+    # one process), one quantize job if 'quant' is listed, one evaluate job; plus the models' own jobs (one
+    # distill job per seed for all students of an unlearned model, distill.together). With
     # pretrain_seed (config.yaml: 0) the other seeds copy its data and pretrained models (share_* jobs)
-    "default": ([], 182),  # 3 seeds x 11 models x (forget, mix + quant) = 66 relearn + 33 quantize
-    "full": (["configs/full.yaml"], 248),  # 3 x 15 models x (forget, mix + quant): 90 + 45
-    "attacks": (["configs/attacks.yaml"], 248),  # 3 x 11 models x (4 finetuning families + quant): 132 + 33
-    "tiny": (["configs/tiny.yaml"], 258),  # 2 x 17 models x (4 finetuning families + quant): 136 + 34
-    "quick": (["configs/quick.yaml"], 62),  # 1 x 11 models x (forget, mix + quant): 22 + 11
-    "fig_compute": (["configs/fig_compute.yaml"], 203),  # 3 x 12 models x (forget, mix + quant): 72 + 36
+    "default": ([], 176),  # 3 seeds x 11 models x (forget, mix + quant) = 66 relearn + 33 quantize
+    "full": (["configs/full.yaml"], 239),  # 3 x 15 models x (forget, mix + quant): 90 + 45
+    "attacks": (["configs/attacks.yaml"], 242),  # 3 x 11 models x (4 finetuning families + quant): 132 + 33
+    "tiny": (["configs/tiny.yaml"], 254),  # 2 x 17 models x (4 finetuning families + quant): 136 + 34
+    "quick": (["configs/quick.yaml"], 60),  # 1 x 11 models x (forget, mix + quant): 22 + 11
+    "fig_compute": (["configs/fig_compute.yaml"], 191),  # 3 x 12 models x (forget, mix + quant): 72 + 36
     "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 86),  # 3 x 5 models x (forget, mix + quant): 30 + 15
-    "fig_pareto": (["configs/fig_pareto.yaml"], 221),  # 3 x 13 models x (forget, mix + quant): 78 + 39
-    "fig_relearning": (["configs/fig_relearning.yaml"], 137),  # 3 x 10 models x (forget, mix), no quant: 60
-    "language": (["configs/language.yaml"], 40),  # 1 x 10 models x forget: 10
-    "language_small": (["configs/language.yaml", "configs/language_small.yaml"], 32),  # 1 x 8 models x forget: 8
+    "fig_pareto": (["configs/fig_pareto.yaml"], 206),  # 3 x 13 models x (forget, mix + quant): 78 + 39
+    "fig_relearning": (["configs/fig_relearning.yaml"], 131),  # 3 x 10 models x (forget, mix), no quant: 60
+    "language": (["configs/language.yaml"], 36),  # 1 x 10 models x forget: 10
+    "language_small": (["configs/language.yaml", "configs/language_small.yaml"], 30),  # 1 x 8 models x forget: 8
     # no model weights, corpora or network: planning (a dry run) does not load the sources
     "wmdp": (["configs/wmdp.yaml"], 21),  # 1 x 5 models x forget: 5
 }

@@ -224,3 +224,72 @@ def test_distill_state_is_tied_to_its_student(tiny_data, teacher_student, tiny_c
     with caplog.at_level(logging.INFO, logger="pipeline_py"):
         run_distill(tiny_data, teacher, student, out)
     assert "another configuration" in caplog.text and "resumed" not in caplog.text
+
+
+@pytest.fixture(scope="module")
+def teacher_near_fresh(tiny_data, tiny_cfg, tmp_path_factory):
+    """A teacher that knows some retain problems, a barely noised copy of it (recovers at its first check) and
+    a fresh init (does not recover in a few steps): two students that stop at different steps."""
+    root = tmp_path_factory.mktemp("students")
+    teacher = root / "teacher"
+    pretrain_stage.pretrain(str(tiny_data / "train.jsonl"), str(tiny_data / "tokenizer.json"), str(teacher), tiny_cfg,
+                            TrainConfig(steps=150, lr=1e-2, batch_size=8, seq_len=32, warmup=10), RUNTIME, seed=0)
+    distill_stage.noise(str(teacher), str(root / "near"), "a0.02_b0.1", seed=0)
+    fresh = build_model(tiny_cfg, seed=1)
+    save_checkpoint(fresh, tiny_data, root / "fresh", make_record("noise", fresh, None, 0))
+    torch.set_num_threads(1)
+    return teacher, root / "near", root / "fresh"
+
+
+def run_students(tiny_data, teacher, students, outs, save_every=0):
+    distill_stage.distill(str(teacher), [str(s) for s in students] if isinstance(students, list) else str(students),
+                          str(tiny_data / "train.jsonl"), str(tiny_data / "eval.jsonl"),
+                          [str(o) for o in outs] if isinstance(outs, list) else str(outs),
+                          Distill(steps=8, lr=1e-3, batch_size=2, seq_len=16, warmup=0, save_every=save_every,
+                                  stop_within=0.05, check_every=2), RUNTIME, seed=0)
+    torch.set_num_threads(1)
+
+
+def record(ckpt) -> dict:
+    return json.loads((ckpt / "record.json").read_text())
+
+
+def test_students_of_one_teacher_together_equal_each_alone(tiny_data, teacher_near_fresh, tmp_path):
+    """Two students distilled in one run (one teacher forward per batch) end bit for bit where each ends alone,
+    records included: the near copy stops and is written at its first check (step 2), the fresh init trains
+    on to the cap (step 8) and is flagged not recovered."""
+    teacher, near, fresh = teacher_near_fresh
+    for s in (near, fresh):
+        run_students(tiny_data, teacher, s, tmp_path / f"alone_{s.name}")
+    run_students(tiny_data, teacher, [near, fresh], [tmp_path / "near", tmp_path / "fresh"])
+    for name in ("near", "fresh"):
+        assert_same_weights(weights(tmp_path / f"alone_{name}"), weights(tmp_path / name))
+        assert record(tmp_path / name) == record(tmp_path / f"alone_{name}")
+    assert (record(tmp_path / "near")["steps"], record(tmp_path / "near")["recovered"]) == (2, True)
+    assert (record(tmp_path / "fresh")["steps"], record(tmp_path / "fresh")["recovered"]) == (8, False)
+    assert record(tmp_path / "near")["trained_tokens"] * 4 == record(tmp_path / "fresh")["trained_tokens"]
+
+
+def test_students_killed_after_one_stopped_resume_and_rewrite_it(tiny_data, teacher_near_fresh, tmp_path,
+                                                                  monkeypatch, caplog):
+    """Killed in step 5 (the near copy written at step 2, states saved at steps 2 and 4), with the finished
+    student's checkpoint removed as Snakemake removes an incomplete job's outputs: the rerun resumes at step
+    4, rewrites that student from the state, and both end as in an uninterrupted run."""
+    teacher, near, fresh = teacher_near_fresh
+    ref = [tmp_path / "ref_near", tmp_path / "ref_fresh"]
+    run_students(tiny_data, teacher, [near, fresh], ref)
+    outs = [tmp_path / "near", tmp_path / "fresh"]
+    with monkeypatch.context() as m:
+        crash_at(m, "forward_kl", 7)  # two calls per step while both train (steps 1-2), one after: step 5
+        with pytest.raises(Crash):
+            run_students(tiny_data, teacher, [near, fresh], outs, save_every=2)
+    assert (outs[0] / "model.safetensors").is_file() and not (outs[1] / "model.safetensors").exists()
+    assert torch.load(outs[0] / RESUME_NAME, weights_only=True)["step"] == 4
+    (outs[0] / "model.safetensors").unlink()
+    with caplog.at_level(logging.INFO, logger="pipeline_py"):
+        run_students(tiny_data, teacher, [near, fresh], outs, save_every=2)
+    assert "at step 4" in caplog.text
+    for out, r in zip(outs, ref):
+        assert_same_weights(weights(r), weights(out))
+        assert record(out) == record(r)
+    assert not (outs[0] / RESUME_NAME).exists()

@@ -126,7 +126,8 @@ def test_dry_run_schedules_the_whole_tiny_study(tmp_path):
     expected = {"make_data": 1, "pretrain": 1, "pretrain_oracle": 1, "pretrain_routed": 1,
                 "share_data": n - 1, "share_model": 3 * (n - 1),
                 "filter_data": n, "unlearn": n * n_methods, "ablate": n,
-                "noise": n * (n_undo * n_inits + n_era), "distill": n * (n_undo * n_inits + n_era),
+                # every student of one unlearned model in one job (distill.together); ERA's students one by one
+                "noise": n * (n_undo * n_inits + n_era), "distill_students": n * n_undo, "distill": n * n_era,
                 "oracle_fresh_init": n, "match_oracle": n * n_match,
                 "relearn": n * n_models * len(finetuning(attack)), "quantize": n * n_models,
                 "evaluate": n * n_models, "summarize": 1, "pareto_plot": 1}
@@ -250,8 +251,7 @@ def test_a_method_list_replaces_the_default_one(config_dry_runs):
     assert proc.returncode == 0, output_of(proc)
     text = proc.stdout + proc.stderr
     assert {wc["method"] for rule, wc in scheduled_jobs(text) if rule == "unlearn"} == {"graddiff"}
-    assert {wc["method"] for rule, wc in scheduled_jobs(text) if rule == "distill" and wc["root"] == "base"} == {
-        "graddiff"}
+    assert {wc["method"] for rule, wc in scheduled_jobs(text) if rule == "distill_students"} == {"graddiff"}
 
 
 def test_lint_is_clean():

@@ -17,6 +17,38 @@ rule noise:
         "../scripts/call.py"
 
 
+INITS = study.inits(STUDY)  # each distilled method's students: every alpha, then the fresh init
+
+if STUDY.distill.together and INITS:
+
+    # Every student of one unlearned model in one job: one teacher forward per batch for all of them;
+    # each student's checkpoint is written as soon as it recovers
+    rule distill_students:
+        input:
+            teacher=ckpt("base/{method}"),
+            student=[ckpt(f"base/{{method}}/noised_{i}") for i in INITS],
+            data=rules.make_data.output.train,
+            eval_data=rules.make_data.output.eval_data,
+        output:
+            out=[ckpt(f"base/{{method}}/undo_{i}") for i in INITS],
+        log:
+            f"{S}/logs/distill_base_{{method}}.log",
+        benchmark:
+            f"{S}/benchmarks/distill_base_{{method}}.tsv"
+        params:
+            call="pipeline_py.stages.distill.distill",
+            cfg=section("distill"),
+            runtime=runtime,
+            seed=lambda w: int(w.seed),
+        threads: HALF
+        resources: **job_resources(MEM_TRAIN, 60 * len(INITS), GPU)
+        conda:
+            "../envs/pipeline.yaml"
+        script:
+            "../scripts/call.py"
+
+
+# One student per job: ERA's students, and every student where distill.together is false
 rule distill:
     input:
         teacher=ckpt("{root}/{method}"),
@@ -25,6 +57,8 @@ rule distill:
         eval_data=rules.make_data.output.eval_data,
     output:
         out=ckpt("{root}/{method}/undo_{init}"),
+    wildcard_constraints:
+        root="routed" if STUDY.distill.together else "base|routed",
     log:
         f"{S}/logs/distill_{{root}}_{{method}}_{{init}}.log",
     benchmark:
