@@ -125,9 +125,11 @@ def plot_pareto(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_f
                 retain_metric: str = "acc_retain", higher_is_better: bool = True) -> None:
     """Figure 2 from summary.csv: x retain before the attack, y forget after the worst-case attack, one panel
     per budget; colour = unlearning method, marker = kind of model, α written beside UNDO points; the
-    frontier of the models (dashed); error bars are 95 % intervals over seeds; hollow = not recovered."""
+    frontier of the models (dashed; a hollow one is left out); error bars are 95 % intervals over seeds; hollow =
+    not recovered."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
+    from matplotlib.transforms import offset_copy
 
     budgets = sorted(summary.budget.unique())
     width = 4.6 * len(budgets) + 1.8
@@ -143,21 +145,25 @@ def plot_pareto(summary: pd.DataFrame, out_png: str, forget_metric: str = "acc_f
             ax.errorbar(r.retain_before, r.forget_attacked, xerr=r.retain_before_ci, yerr=r.forget_attacked_ci,
                         marker=MARKERS[r.kind], ms=7 if r.method else 10, color=color, ls="none", elinewidth=0.8,
                         mfc="none" if _hollow(r) else color)
-        undo = at[at.kind == "undo"].sort_values("retain_before")
-        for i, r in enumerate(undo.itertuples()):  # α above and below in turn: close points keep apart labels
-            ax.annotate(f"{r.alpha:g}", (r.retain_before, r.forget_attacked), xytext=(4, 3 if i % 2 == 0 else -10),
-                        textcoords="offset points", fontsize=7, color=colors.get(r.method, "k"))
-        front = _frontier(list(zip(at.retain_before, at.forget_attacked)), higher_is_better)
-        if len(front) > 1:
-            ax.plot(*zip(*front), ls="--", color="0.5", lw=1, zorder=0)
         retain_direction = "higher is better" if higher_is_better else "lower is better"
         ax.set(title=f"after {budget} attack steps", xlabel=f"{retain_metric} before the attack ({retain_direction})",
                ylim=_limits(forget_metric))
+        lo, hi = ax.get_ylim()
+        right = offset_copy(ax.transData, fig=fig, x=5, y=-3, units="points")
+        gap, placed = 0.045 * (hi - lo), lo + 0.03 * (hi - lo)  # the lowest label clear of the points on the floor
+        for r in at[at.kind == "undo"].sort_values("forget_attacked").itertuples():
+            y = max(r.forget_attacked, placed + gap)  # α right of its point, pushed up clear of the label below
+            ax.text(r.retain_before, y, f"{r.alpha:g}", transform=right, fontsize=7, color=colors.get(r.method, "k"))
+            placed = y
+        kept = [(r.retain_before, r.forget_attacked) for r in at.itertuples() if not _hollow(r)]
+        front = _frontier(kept, higher_is_better)  # through the models that reached their stop rules only
+        if len(front) > 1:
+            ax.plot(*zip(*front), ls="--", color="0.5", lw=1, zorder=0)
     axes[0][0].set_ylabel(f"{forget_metric} after the attack ({_direction(higher_is_better)})")
     handles = [Line2D([], [], marker="o", ls="none", color=c, label=m) for m, c in colors.items()]
     handles += [Line2D([], [], marker=MARKERS[k], ls="none", color="k", label=t) for k, t in (("base", "base"), ("oracle", "oracle"), ("unlearn", "unlearn only"),
                                              ("undo", "UNDO (α beside)"), ("unlearn+distill", "fresh-init student"))]
-    handles += [Line2D([], [], ls="--", color="0.5", label="frontier"),
+    handles += [Line2D([], [], ls="--", color="0.5", label="frontier (hollow left out)"),
                 Line2D([], [], marker="^", ls="none", color="k", mfc="none", label="hollow: not recovered")]
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 1.7 / width, 1))
