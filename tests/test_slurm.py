@@ -167,10 +167,11 @@ def test_every_non_local_job_ran_as_a_slurm_job_with_its_resources(runs):
     cluster = yaml.safe_load((REPO / "config.yaml").read_text())["cluster"]
     for r in done:
         rule = rule_of(r["comment"])
-        training = rule in ("pretrain", "pretrain_oracle", "pretrain_routed", "distill", "match_oracle")
+        training = rule in ("pretrain", "pretrain_oracle", "pretrain_routed", "distill", "distill_students",
+                            "match_oracle")
         assert int(r["cpus"]) == (cluster["train_threads"] if training else 1), r
         assert r["mem"] == ("2000M" if rule in ("pretrain", "pretrain_oracle", "pretrain_routed", "unlearn", "ablate",
-                                                "distill", "relearn", "match_oracle")
+                                                "distill", "distill_students", "relearn", "match_oracle")
                             else "1000M"), r
         assert r["limit"] in ("10:00", "15:00", "30:00", "1:00:00"), r
     # the job's torch threads follow its CPUs, and pareto_plot (a local rule) never went to SLURM

@@ -386,25 +386,38 @@ def test_e2e_figures_exist_as_png_and_pdf(e2e_run):
 
 @pytest.mark.e2e
 def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
-    """With one more α, a dry run over the same results plans only noise/distill/relearn/evaluate of the new
-    α's models (the methods of noise.methods) and pareto_plot: no make_data, filter_data, pretrain or unlearn."""
+    """With one more α, a dry run over the same results plans no make_data, filter_data, pretrain or unlearn.
+    With distill.together (the default) a teacher's students are one job: each method of noise.methods gets
+    the new α's noise job and one distill_students job, and every student of it is attacked again. With
+    distill.together false and --rerun-triggers mtime (docs/cluster.md) only the new α's noise, distill,
+    relearn, quantize and evaluate jobs run, then the report."""
     cfg = tiny_study()
     old, new = list(cfg.noise.alphas), 0.7
     assert new not in old
-    extra = tmp_path / "more_alphas.yaml"
-    extra.write_text(yaml.safe_dump({"noise": {"alphas": [*old, new]}}))
-    proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY), str(extra),
-                         "--config", f"results={e2e_run}")
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output_of(proc)
+    grouped, apart = tmp_path / "more_alphas.yaml", tmp_path / "more_alphas_apart.yaml"
+    grouped.write_text(yaml.safe_dump({"noise": {"alphas": [*old, new]}}))
+    apart.write_text(yaml.safe_dump({"noise": {"alphas": [*old, new]}, "distill": {"together": False}}))
     methods = study.undo_methods(cfg)
     families = len(study.curves("r", cfg, 0, "base"))  # one curve file per family; quant is its own rule
     assert families == len(cfg.attack.families) == len(finetuning(cfg.attack)) + 1
     n = len(methods) * len(cfg.seeds)
+    grown = Study.from_dict(merged_config(TINY, grouped))
+    students = len(study.inits(grown))
+
+    proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY), str(grouped),
+                         "--config", f"results={e2e_run}")
+    assert proc.returncode == 0, output_of(proc)
+    assert job_stats(proc.stdout + proc.stderr) == {
+        "noise": n, "distill_students": n, "relearn": n * students * (families - 1), "quantize": n * students,
+        "evaluate": n * students, "summarize": 1, "pareto_plot": 1}, output_of(proc)
+
+    proc = run_snakemake("-n", "--cores", "2", "--rerun-triggers", "mtime", "pareto_plot", "--configfile", str(TINY),
+                         str(apart), "--config", f"results={e2e_run}")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output_of(proc)
     assert job_stats(text) == {"noise": n, "distill": n, "relearn": n * (families - 1), "quantize": n,
                                "evaluate": n, "summarize": 1, "pareto_plot": 1}, output_of(proc)
     init = study.init_name(new, cfg.noise.beta)
-    grown = Study.from_dict(merged_config(TINY, extra))
     new_models = set(study.models(grown)) - set(tiny_models())
     assert new_models == {f"base/{m}/undo_{init}" for m in methods}
     for rule, wc in scheduled_jobs(text):
