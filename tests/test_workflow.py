@@ -411,8 +411,8 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
         "noise": n, "distill_students": n, "relearn": n * students * (families - 1), "quantize": n * students,
         "evaluate": n * students, "summarize": 1, "pareto_plot": 1}, output_of(proc)
 
-    proc = run_snakemake("-n", "--cores", "2", "--rerun-triggers", "mtime", "pareto_plot", "--configfile", str(TINY),
-                         str(apart), "--config", f"results={e2e_run}")
+    proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--rerun-triggers", "mtime", "--configfile", str(TINY),
+                         str(apart), "--config", f"results={e2e_run}")  # the target first: the option takes a list
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
     assert job_stats(text) == {"noise": n, "distill": n, "relearn": n * (families - 1), "quantize": n,
