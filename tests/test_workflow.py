@@ -385,18 +385,15 @@ def test_e2e_figures_exist_as_png_and_pdf(e2e_run):
 
 
 @pytest.mark.e2e
-def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
+def test_e2e_adding_an_alpha_reruns_its_teachers_students(e2e_run, tmp_path):
     """With one more α, a dry run over the same results plans no make_data, filter_data, pretrain or unlearn.
     With distill.together (the default) a teacher's students are one job: each method of noise.methods gets
-    the new α's noise job and one distill_students job, and every student of it is attacked again. With
-    distill.together false and --rerun-triggers mtime (docs/cluster.md) only the new α's noise, distill,
-    relearn, quantize and evaluate jobs run, then the report."""
+    the new α's noise job and one distill_students job, and every student of it is attacked again."""
     cfg = tiny_study()
     old, new = list(cfg.noise.alphas), 0.7
     assert new not in old
-    grouped, apart = tmp_path / "more_alphas.yaml", tmp_path / "more_alphas_apart.yaml"
+    grouped = tmp_path / "more_alphas.yaml"
     grouped.write_text(yaml.safe_dump({"noise": {"alphas": [*old, new]}}))
-    apart.write_text(yaml.safe_dump({"noise": {"alphas": [*old, new]}, "distill": {"together": False}}))
     methods = study.undo_methods(cfg)
     families = len(study.curves("r", cfg, 0, "base"))  # one curve file per family; quant is its own rule
     assert families == len(cfg.attack.families) == len(finetuning(cfg.attack)) + 1
@@ -411,25 +408,17 @@ def test_e2e_adding_an_alpha_reruns_only_its_jobs(e2e_run, tmp_path):
         "noise": n, "distill_students": n, "relearn": n * students * (families - 1), "quantize": n * students,
         "evaluate": n * students, "summarize": 1, "pareto_plot": 1}, output_of(proc)
 
-    proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--rerun-triggers", "mtime", "--configfile", str(TINY),
-                         str(apart), "--config", f"results={e2e_run}")  # the target first: the option takes a list
     text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output_of(proc)
-    assert job_stats(text) == {"noise": n, "distill": n, "relearn": n * (families - 1), "quantize": n,
-                               "evaluate": n, "summarize": 1, "pareto_plot": 1}, output_of(proc)
     init = study.init_name(new, cfg.noise.beta)
     new_models = set(study.models(grown)) - set(tiny_models())
     assert new_models == {f"base/{m}/undo_{init}" for m in methods}
     for rule, wc in scheduled_jobs(text):
-        if rule in ("noise", "distill"):
+        if rule == "noise":
             assert wc["init"] == init, (rule, wc)
         elif rule in ("relearn", "quantize", "evaluate"):
-            assert wc["model"] in new_models, (rule, wc)
+            assert wc["model"].startswith(tuple(f"base/{m}/undo_" for m in methods)), (rule, wc)
         else:
-            assert rule in ("summarize", "pareto_plot"), (rule, wc)
-    assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == new_models
-    assert sorted((wc["model"], wc["family"]) for rule, wc in scheduled_jobs(text) if rule == "relearn") == sorted(
-        [(m, f) for m in new_models for f in finetuning(cfg.attack)] * len(cfg.seeds))
+            assert rule in ("distill_students", "summarize", "pareto_plot"), (rule, wc)
 
 
 @pytest.mark.e2e
