@@ -199,6 +199,11 @@ class Study(Section):
         if too_long:
             raise ValueError(f"report.budgets = {self.report.budgets} is invalid: budgets {too_long} exceed the "
                              f"attack length attack.steps = {self.attack.steps}")
+        unseen = [b for b in self.report.budgets if b % self.attack.eval_every and b != self.attack.steps]
+        if unseen:
+            raise ValueError(f"report.budgets = {self.report.budgets} is invalid: no evaluation falls on {unseen}; "
+                             f"allowed: multiples of attack.eval_every = {self.attack.eval_every}, or attack.steps = "
+                             f"{self.attack.steps}")
         if self.era is not None:
             if self.setting == "wmdp":
                 raise ValueError("era: the wmdp setting starts from a pretrained model, so there is no pretraining "

@@ -72,12 +72,13 @@ def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_for
             r = g.iloc[0]
             color = "k" if model in REFERENCES else plt.cm.viridis(min(r.alpha, 1.0))
             ax.plot(stats.index, stats["mean"], ls={"base": "--", "oracle": ":"}.get(model, "-"), color=color,
-                    label=_label(r))
+                    marker=".", label=_label(r))  # a marker per evaluation: lines only join them
             ax.fill_between(stats.index, stats["mean"] - stats["ci"], stats["mean"] + stats["ci"], color=color,
                             alpha=0.15, lw=0)
         ax.set(title=method, xlabel="attack steps", ylabel=forget_metric, ylim=_limits(forget_metric))
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("relearning attack: worst case over the attacks at each step (bands: 95 % intervals over seeds)")
+    fig.suptitle("relearning attack: worst case over the attacks at each evaluated step (dots; bands: 95 % "
+                 "intervals over seeds)")
     fig.tight_layout()
     _save(fig, out_png)
 

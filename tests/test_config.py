@@ -76,32 +76,32 @@ SHIPPED = {  # id: (--configfile files over config.yaml, jobs of `snakemake -n p
     # one process), one quantize job if 'quant' is listed, one evaluate job; plus the models' own jobs (one
     # distill job per seed for all students of an unlearned model, distill.together). With
     # pretrain_seed (config.yaml: 0) the other seeds copy its data and pretrained models (share_* jobs)
-    "default": ([], 176),  # 3 seeds x 11 models x (forget, mix + quant) = 66 relearn + 33 quantize
+    "default": ([], 131),  # 3 seeds x 10 models x (forget, mix) = 60 relearn
     "full": (["configs/full.yaml"], 239),  # 3 x 15 models x (forget, mix + quant): 90 + 45
-    "attacks": (["configs/attacks.yaml"], 242),  # 3 x 11 models x (4 finetuning families + quant): 132 + 33
+    "attacks": (["configs/attacks.yaml"], 221),  # 3 x 10 models x (4 finetuning families + quant): 120 + 30
     "tiny": (["configs/tiny.yaml"], 254),  # 2 x 17 models x (4 finetuning families + quant): 136 + 34
-    "quick": (["configs/quick.yaml"], 60),  # 1 x 11 models x (forget, mix + quant): 22 + 11
-    "fig_compute": (["configs/fig_compute.yaml"], 191),  # 3 x 12 models x (forget, mix + quant): 72 + 36
-    "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 86),  # 3 x 5 models x (forget, mix + quant): 30 + 15
-    "fig_pareto": (["configs/fig_pareto.yaml"], 206),  # 3 x 13 models x (forget, mix + quant): 78 + 39
-    "fig_relearning": (["configs/fig_relearning.yaml"], 131),  # 3 x 10 models x (forget, mix), no quant: 60
+    "quick": (["configs/quick.yaml"], 45),  # 1 x 10 models x (forget, mix): 20
+    "fig_compute": (["configs/fig_compute.yaml"], 143),  # 3 x 11 models x (forget, mix): 66
+    "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 71),  # 3 x 5 models x (forget, mix): 30
+    "fig_pareto": (["configs/fig_pareto.yaml"], 155),  # 3 x 12 models x (forget, mix): 72
+    "fig_relearning": (["configs/fig_relearning.yaml"], 119),  # 3 x 9 models x (forget, mix): 54
     "language": (["configs/language.yaml"], 36),  # 1 x 10 models x forget: 10
     "language_small": (["configs/language.yaml", "configs/language_small.yaml"], 30),  # 1 x 8 models x forget: 8
     # no model weights, corpora or network: planning (a dry run) does not load the sources
     "wmdp": (["configs/wmdp.yaml"], 21),  # 1 x 5 models x forget: 5
 }
 ATTACK_JOBS = {  # id: (evaluate, relearn, quantize jobs) of the comments above: seeds x models x families
-    "default": (33, 66, 33), "full": (45, 90, 45), "attacks": (33, 132, 33), "quick": (11, 22, 11),
-    "tiny": (34, 136, 34), "fig_compute": (36, 72, 36),
-    "fig_oracle_match": (15, 30, 15), "fig_pareto": (39, 78, 39), "fig_relearning": (30, 60, 0),
+    "default": (30, 60, 0), "full": (45, 90, 45), "attacks": (30, 120, 30), "quick": (10, 20, 0),
+    "tiny": (34, 136, 34), "fig_compute": (33, 66, 0),
+    "fig_oracle_match": (15, 30, 0), "fig_pareto": (36, 72, 0), "fig_relearning": (27, 54, 0),
     "language": (10, 10, 0), "language_small": (8, 8, 0), "wmdp": (5, 5, 0),
 }
 FAMILIES = {  # id: attack.families of the shipped config (merged over config.yaml)
-    "default": ["forget", "mix", "quant"], "full": ["forget", "mix", "quant"],
+    "default": ["forget", "mix"], "full": ["forget", "mix", "quant"],
     "attacks": ["forget", "mix", "retain", "heldout", "quant"],
-    "tiny": ["forget", "mix", "retain", "heldout", "quant"], "fig_compute": ["forget", "mix", "quant"],
-    "quick": ["forget", "mix", "quant"],
-    "fig_oracle_match": ["forget", "mix", "quant"], "fig_pareto": ["forget", "mix", "quant"],
+    "tiny": ["forget", "mix", "retain", "heldout", "quant"], "fig_compute": ["forget", "mix"],
+    "quick": ["forget", "mix"],
+    "fig_oracle_match": ["forget", "mix"], "fig_pareto": ["forget", "mix"],
     "fig_relearning": ["forget", "mix"], "language": ["forget"], "language_small": ["forget"], "wmdp": ["forget"],
 }
 
@@ -247,6 +247,16 @@ def test_budget_beyond_the_attack():
     assert msg.startswith("report.budgets = [0, 500] is invalid") and "[500]" in msg and "attack.steps = 200" in msg
 
 
+def test_budget_without_an_evaluation():
+    """A budget between two evaluations would silently report the earlier one: refused, naming what is allowed."""
+    msg = bad(lambda c: c["report"].update(budgets=[0, 50, 200]))
+    assert msg == ("report.budgets = [0, 50, 200] is invalid: no evaluation falls on [50]; allowed: multiples of "
+                   "attack.eval_every = 100, or attack.steps = 200")
+    cfg = default_config()
+    cfg["report"]["budgets"], cfg["attack"]["eval_every"] = [0, 50, 200], 50
+    assert Study.from_dict(cfg).report.budgets == [0, 50, 200]
+
+
 def test_attack_seeds_below_1000():
     """Data draws are 1000 x study seed + attack seed: an attack seed of 1000 would repeat study seed 1's draw."""
     msg = bad(lambda c: c["attack"].update(seeds=[0, 1000]))
@@ -290,7 +300,7 @@ def test_attack_families_and_their_keys():
     assert msg.startswith("attack.quant_bits = [8, 16] is invalid") and "[2, 3, 4, 8]" in msg
     a = Study.from_dict(default_config()).attack
     assert (a.families, a.heldout_fraction, a.quant_bits, a.mix_forget_fraction) == (
-        ["forget", "mix", "quant"], 0.5, [8, 4], 0.5), a
+        ["forget", "mix"], 0.5, [8, 4], 0.5), a
 
 
 def test_every_noise_alpha_and_method_unique():
