@@ -403,22 +403,24 @@ def test_e2e_adding_an_alpha_reruns_its_teachers_students(e2e_run, tmp_path):
 
     proc = run_snakemake("-n", "--cores", "2", "pareto_plot", "--configfile", str(TINY), str(grouped),
                          "--config", f"results={e2e_run}")
+    text = proc.stdout + proc.stderr
     assert proc.returncode == 0, output_of(proc)
-    assert job_stats(proc.stdout + proc.stderr) == {
+    assert job_stats(text) == {
         "noise": n, "distill_students": n, "relearn": n * students * (families - 1), "quantize": n * students,
         "evaluate": n * students, "summarize": 1, "pareto_plot": 1}, output_of(proc)
 
-    text = proc.stdout + proc.stderr
     init = study.init_name(new, cfg.noise.beta)
     new_models = set(study.models(grown)) - set(tiny_models())
     assert new_models == {f"base/{m}/undo_{init}" for m in methods}
+    students_of = {f"base/{m}/undo_{i}" for m in methods for i in study.inits(grown)}  # the rerun groups
     for rule, wc in scheduled_jobs(text):
         if rule == "noise":
             assert wc["init"] == init, (rule, wc)
         elif rule in ("relearn", "quantize", "evaluate"):
-            assert wc["model"].startswith(tuple(f"base/{m}/undo_" for m in methods)), (rule, wc)
+            assert wc["model"] in students_of, (rule, wc)
         else:
             assert rule in ("distill_students", "summarize", "pareto_plot"), (rule, wc)
+    assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == students_of
 
 
 @pytest.mark.e2e
