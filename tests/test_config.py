@@ -84,7 +84,7 @@ SHIPPED = {  # id: (--configfile files over config.yaml, jobs of `snakemake -n p
     "fig_compute": (["configs/fig_compute.yaml"], 143),  # 3 x 11 models x (forget, mix): 66
     "fig_oracle_match": (["configs/fig_oracle_match.yaml"], 71),  # 3 x 5 models x (forget, mix): 30
     "fig_pareto": (["configs/fig_pareto.yaml"], 155),  # 3 x 12 models x (forget, mix): 72
-    "fig_relearning": (["configs/fig_relearning.yaml"], 119),  # 3 x 9 models x (forget, mix): 54
+    "fig_relearning": (["configs/fig_relearning.yaml"], 83),  # 3 x 6 models x (forget, mix): 36
     "language": (["configs/language.yaml"], 36),  # 1 x 10 models x forget: 10
     "language_small": (["configs/language.yaml", "configs/language_small.yaml"], 30),  # 1 x 8 models x forget: 8
     # no model weights, corpora or network: planning (a dry run) does not load the sources
@@ -93,7 +93,7 @@ SHIPPED = {  # id: (--configfile files over config.yaml, jobs of `snakemake -n p
 ATTACK_JOBS = {  # id: (evaluate, relearn, quantize jobs) of the comments above: seeds x models x families
     "default": (30, 60, 0), "full": (45, 90, 45), "attacks": (30, 120, 30), "quick": (10, 20, 0),
     "tiny": (34, 136, 34), "fig_compute": (33, 66, 0),
-    "fig_oracle_match": (15, 30, 0), "fig_pareto": (36, 72, 0), "fig_relearning": (27, 54, 0),
+    "fig_oracle_match": (15, 30, 0), "fig_pareto": (36, 72, 0), "fig_relearning": (18, 36, 0),
     "language": (10, 10, 0), "language_small": (8, 8, 0), "wmdp": (5, 5, 0),
 }
 FAMILIES = {  # id: attack.families of the shipped config (merged over config.yaml)
