@@ -62,9 +62,9 @@ def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_for
     methods = sorted(m for m in worst.method.dropna().unique() if m)
     ncols = min(4, max(1, len(methods)))
     nrows = -(-max(1, len(methods)) // ncols)  # panels in rows of at most four
-    alone = ncols == 1  # one panel: its legend goes beside it, off the curves
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 2.0 * alone, 3.8 * nrows), squeeze=False,
-                             sharey=True)
+    alone = ncols == 1  # legends off the curves: beside a lone panel, under each of several
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 2.0 * alone, (3.8 + 0.9 * (not alone)) * nrows),
+                             squeeze=False, sharey=True)
     for ax in axes.flat[len(methods or [""]):]:
         ax.set_visible(False)
     for ax, method in zip(axes.flat, methods or [""]):
@@ -78,7 +78,8 @@ def plot_curves(worst: pd.DataFrame, out_png: str, forget_metric: str = "acc_for
             ax.fill_between(stats.index, stats["mean"] - stats["ci"], stats["mean"] + stats["ci"], color=color,
                             alpha=0.15, lw=0)
         ax.set(title=method, xlabel="attack steps", ylabel=forget_metric, ylim=_limits(forget_metric))
-        ax.legend(fontsize=7, **({"loc": "center left", "bbox_to_anchor": (1.02, 0.5)} if alone else {"loc": "best"}))
+        ax.legend(fontsize=7, **({"loc": "center left", "bbox_to_anchor": (1.02, 0.5)} if alone else
+                                 {"loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "ncol": 2}))
     fig.suptitle("relearning attack: worst case over the attacks at each evaluated step\n(dots; bands: 95 % "
                  "intervals over seeds)", fontsize=10)
     fig.tight_layout()
