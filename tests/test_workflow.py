@@ -413,14 +413,15 @@ def test_e2e_adding_an_alpha_reruns_its_teachers_students(e2e_run, tmp_path):
     new_models = set(study.models(grown)) - set(tiny_models())
     assert new_models == {f"base/{m}/undo_{init}" for m in methods}
     students_of = {f"base/{m}/undo_{i}" for m in methods for i in study.inits(grown)}  # the rerun groups
-    for rule, wc in scheduled_jobs(text):
+    jobs = scheduled_jobs(text)
+    for rule, wc in jobs:
         if rule == "noise":
             assert wc["init"] == init, (rule, wc)
         elif rule in ("relearn", "quantize", "evaluate"):
             assert wc["model"] in students_of, (rule, wc)
         else:
             assert rule in ("distill_students", "summarize", "pareto_plot"), (rule, wc)
-    assert {wc["model"] for rule, wc in scheduled_jobs(text) if rule == "evaluate"} == students_of
+    assert {wc["model"] for rule, wc in jobs if rule == "evaluate"} == students_of
 
 
 @pytest.mark.e2e
