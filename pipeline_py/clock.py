@@ -38,14 +38,31 @@ def stage_class(job: str) -> str:
     return "other"
 
 
-def log_span(path: Path) -> float | None:
-    """Seconds between the first and the last timestamped line of a job's log (None without two stamps)."""
+def log_stamps(path: Path) -> tuple[float, float] | None:
+    """Epoch seconds of the first and the last timestamped line of a job's log (None without two stamps)."""
     stamps = []
     for line in path.read_text(errors="replace").splitlines():
         m = TIMESTAMP.match(line)
         if m:
             stamps.append(time.mktime(time.strptime(m[1], "%Y-%m-%d %H:%M:%S")) + int(m[2]) / 1000)
-    return max(stamps) - min(stamps) if len(stamps) >= 2 else None
+    return (min(stamps), max(stamps)) if len(stamps) >= 2 else None
+
+
+def log_span(path: Path) -> float | None:
+    """Seconds between the first and the last timestamped line of a job's log (None without two stamps)."""
+    stamps = log_stamps(path)
+    return stamps[1] - stamps[0] if stamps else None
+
+
+def idle_core_seconds(intervals: list[tuple[float, float]], cores: int) -> float:
+    """Core-seconds left idle between the first start and the last end: the integral of max(0, cores - jobs
+    running) over that span, from each job's (start, end)."""
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    idle, running = 0.0, 0
+    for (t, d), (t_next, _) in zip(events, events[1:]):
+        running += d
+        idle += max(0, cores - running) * (t_next - t)
+    return idle
 
 
 def tsv_seconds(path: Path) -> float | None:
@@ -71,15 +88,17 @@ def startup_seconds(repeats: int = 1) -> float:
 def collect_jobs(results: str | Path, startup: float) -> list[dict]:
     """Every job of a finished run under `results` (<setting>/seed*/ and <setting>/logs for the report): its
     wall seconds from its benchmark TSV (start-up included), else from its log's first/last timestamps plus
-    `startup` (a log starts after the imports). Returns dicts: setting, seed, job, cls, wall, source."""
+    `startup` (a log starts after the imports). Returns dicts: setting, seed, job, cls, wall, source, and where
+    its log has two stamps, start and end (epoch seconds)."""
     jobs = []
     for setting_dir in sorted(p for p in Path(results).iterdir() if p.is_dir()):
         dirs = [(d.name, d) for d in sorted(setting_dir.glob("seed*")) if d.is_dir()] + [("", setting_dir)]
         for seed, d in dirs:
             found = {}
-            for f in sorted((d / "benchmarks").glob("*.tsv")):
+            bench_dir = d / "benchmarks"
+            for f in sorted(bench_dir.rglob("*.tsv")):  # relearn/<model>/<family>.tsv and the like, nested
                 if (s := tsv_seconds(f)) is not None:
-                    found[f.stem] = (s, "benchmark")
+                    found[f.relative_to(bench_dir).with_suffix("").as_posix()] = (s, "benchmark")
             logs = d / "logs"
             for f in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
                 name = f.relative_to(logs).with_suffix("").as_posix()
@@ -87,10 +106,13 @@ def collect_jobs(results: str | Path, startup: float) -> list[dict]:
                     found[name] = (s + startup, "log")
             jobs += [{"setting": setting_dir.name, "seed": seed, "job": name, "cls": stage_class(name), "wall": s,
                       "source": src} for name, (s, src) in sorted(found.items())]
-            for j in jobs[len(jobs) - len(found):]:  # benchmark wall minus log span: the job's whole overhead
+            for j in jobs[len(jobs) - len(found):]:
                 f = logs / f"{j['job']}.log"
-                if j["source"] == "benchmark" and f.is_file() and (span := log_span(f)) is not None:
-                    j["overhead"] = j["wall"] - span
+                if not f.is_file() or (stamps := log_stamps(f)) is None:
+                    continue
+                j["start"], j["end"] = stamps  # when it ran: the observed schedule
+                if j["source"] == "benchmark":  # benchmark wall minus log span: the job's whole overhead
+                    j["overhead"] = j["wall"] - (stamps[1] - stamps[0])
     return jobs
 
 
@@ -144,13 +166,16 @@ def breakdown(results: str | Path, startup: float, cores: int = 2) -> dict:
         chain["report"] = report.get(longest_key[0], 0.0)
     chain_s = sum(chain.values())
     overheads = [j["overhead"] for j in jobs if "overhead" in j]
+    ran = [(j["start"] - startup, j["end"]) for j in jobs if "start" in j]  # a log opens after the imports
+    span = max(b for _, b in ran) - min(a for a, _ in ran) if ran else None
     return {"jobs": len(jobs), "total_seconds": total, "startup_per_job": startup, "classes": classes,
             "cores": cores, "longest_chain": chain, "longest_chain_seconds": chain_s,
             "longest_chain_of": "/".join(longest_key) if longest_key else None,
             "per_core_seconds": total / cores, "lower_bound_seconds": max(total / cores, chain_s),
             "from_benchmarks": sum(j["source"] == "benchmark" for j in jobs),
             "observed_overhead": sorted(overheads)[len(overheads) // 2] if overheads else None,
-            "observed_overhead_jobs": len(overheads)}
+            "observed_overhead_jobs": len(overheads),
+            "observed_span_seconds": span, "idle_core_seconds": idle_core_seconds(ran, cores) if ran else None}
 
 
 def format_breakdown(b: dict) -> str:
@@ -168,6 +193,11 @@ def format_breakdown(b: dict) -> str:
     out.append(f"longest chain ({b['longest_chain_of']}): {b['longest_chain_seconds']:.1f} s = {steps}")
     out.append(f"critical path on {b['cores']} cores >= max(total / {b['cores']} = {b['per_core_seconds']:.1f} s, "
                f"longest chain {b['longest_chain_seconds']:.1f} s) = {b['lower_bound_seconds']:.1f} s")
+    if b.get("observed_span_seconds"):
+        span, idle = b["observed_span_seconds"], b["idle_core_seconds"]
+        out.append(f"observed from the logs' stamps: first start to last end {span:.1f} s; {idle:.1f} core-seconds "
+                   f"idle ({100 * idle / (b['cores'] * span):.1f} % of {b['cores']} cores x that span: start-up "
+                   f"gaps, and the scheduler leaving a core without a job)")
     return "\n".join(out)
 
 

@@ -72,6 +72,7 @@ def fake_run(tmp_path):
     for name, sec in [("pretrain", 10.0), ("unlearn_maxent", 4.0), ("unlearn_npo", 6.0),
                       ("distill_base_maxent_fresh", 8.0), ("pretrain_routed", 12.0), ("ablate", 3.0)]:
         _tsv(s / "benchmarks" / f"{name}.tsv", sec)
+    _tsv(s / "benchmarks" / "relearn" / "base" / "maxent" / "mix.tsv", 7.0)  # nested, as the attack rule writes
     _log(s / "logs" / "pretrain.log", 3000)  # has a TSV: the TSV wins (overhead 10 - 3 s)
     _log(s / "logs" / "make_data.log", 2000)
     _log(s / "logs" / "noise_base_maxent_fresh.log", 500)
@@ -84,33 +85,44 @@ def fake_run(tmp_path):
 
 
 def test_breakdown_by_hand(fake_run):
-    """Start-up 1 s per job. Walls: TSV jobs as written (10, 4, 6, 8, 12, 3); log jobs span + 1 s: make_data 3,
-    noise 1.5, relearn 6, evaluate 2, summarize 2, pareto_plot 1.5; total 59 s over 12 jobs."""
+    """Start-up 1 s per job. Walls: TSV jobs as written (10, 4, 6, 8, 12, 3, and the nested relearn mix 7); log
+    jobs span + 1 s: make_data 3, noise 1.5, relearn forget 6, evaluate 2, summarize 2, pareto_plot 1.5; total
+    66 s over 13 jobs."""
     b = clock.breakdown(fake_run, startup=1.0, cores=2)
-    assert b["jobs"] == 12 and b["from_benchmarks"] == 6
+    assert b["jobs"] == 13 and b["from_benchmarks"] == 7
     assert b["observed_overhead_jobs"] == 1 and b["observed_overhead"] == pytest.approx(7.0)  # pretrain
-    assert b["total_seconds"] == pytest.approx(59.0)
+    assert b["total_seconds"] == pytest.approx(66.0)
     expected = {"pretrain": (20.0, 2), "unlearn": (10.0, 3), "distill": (7.5, 2), "data": (2.0, 1),
-                "attack": (5.0, 1), "evaluation": (1.0, 1), "report": (1.5, 2), "start-up": (12.0, 12),
+                "attack": (11.0, 2), "evaluation": (1.0, 1), "report": (1.5, 2), "start-up": (13.0, 13),
                 "other": (0.0, 0)}
     for cls, (sec, n) in expected.items():
         assert b["classes"][cls]["seconds"] == pytest.approx(sec), cls
         assert b["classes"][cls]["jobs"] == n, cls
-        assert b["classes"][cls]["share"] == pytest.approx(sec / 59.0), cls
+        assert b["classes"][cls]["share"] == pytest.approx(sec / 66.0), cls
     # chain: make_data 3 + max(pretrain 10, pretrain_routed 12 + ablate 3) + max unlearn 6 + noise 1.5 + distill 8
-    #        + max(relearn 6, evaluate 2) + report 2 + 1.5 = 43; total / 2 = 29.5
+    #        + max(relearn 6 and 7, evaluate 2) + report 2 + 1.5 = 44; total / 2 = 33
     assert b["longest_chain"] == pytest.approx({"data": 3.0, "pretrain": 15.0, "unlearn": 6.0, "noise": 1.5,
-                                                "distill": 8.0, "attack": 6.0, "report": 3.5})
-    assert b["longest_chain_seconds"] == pytest.approx(43.0)
-    assert b["per_core_seconds"] == pytest.approx(29.5) and b["lower_bound_seconds"] == pytest.approx(43.0)
+                                                "distill": 8.0, "attack": 7.0, "report": 3.5})
+    assert b["longest_chain_seconds"] == pytest.approx(44.0)
+    assert b["per_core_seconds"] == pytest.approx(33.0) and b["lower_bound_seconds"] == pytest.approx(44.0)
+    # observed: the 7 logs with two stamps run from 00:00:04 (their 00:00:05 less 1 s of start-up) to 00:00:10;
+    # after 00:00:08 only relearn/forget runs, so one of 2 cores idles for 2 s
+    assert b["observed_span_seconds"] == pytest.approx(6.0) and b["idle_core_seconds"] == pytest.approx(2.0)
     text = clock.format_breakdown(b)
-    assert "critical path on 2 cores" in text and "43.0" in text
+    assert "critical path on 2 cores" in text and "44.0" in text and "2.0 core-seconds idle" in text
+
+
+def test_idle_core_seconds_by_hand():
+    # one core busy 0-10 s, the other 2-4 and 6-10: idle 2 + 2 core-seconds on 2 cores, 3 x 10 - 18 on 3
+    ran = [(0.0, 10.0), (2.0, 4.0), (6.0, 10.0)]
+    assert clock.idle_core_seconds(ran, 2) == pytest.approx(4.0)
+    assert clock.idle_core_seconds(ran, 3) == pytest.approx(14.0)
 
 
 def test_breakdown_cli_writes_json(fake_run, tmp_path, capsys):
     out = tmp_path / "b.json"
     bench.main(["--breakdown", str(fake_run), "--startup", "1.0", "--out", str(out)])
-    assert json.loads(out.read_text())["total_seconds"] == pytest.approx(59.0)
+    assert json.loads(out.read_text())["total_seconds"] == pytest.approx(66.0)
     assert "pretrain" in capsys.readouterr().out
 
 

@@ -9,6 +9,7 @@ rule noise:
         call="pipeline_py.stages.distill.noise",
         init=lambda w: w.init,
         seed=lambda w: int(w.seed),
+    priority: 20  # on the longest chain, as unlearn
     threads: ONE_CPU
     resources: **job_resources(MEM_SMALL, 10)
     conda:
@@ -40,6 +41,7 @@ if STUDY.distill.together and INITS:
             cfg=section("distill"),
             runtime=runtime,
             seed=lambda w: int(w.seed),
+        priority: 20  # the longest job: started late, it runs alone at the end while one core idles
         threads: HALF
         resources: **job_resources(MEM_TRAIN, 60 * len(INITS), GPU)
         conda:
@@ -68,6 +70,7 @@ rule distill:
         cfg=section("distill"),
         runtime=runtime,
         seed=lambda w: int(w.seed),
+    priority: 20  # as distill_students (oracle matching, `use rule distill`, inherits it)
     threads: HALF
     resources: **job_resources(MEM_TRAIN, 60, GPU)
     conda:

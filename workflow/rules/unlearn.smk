@@ -15,6 +15,7 @@ rule unlearn:
         cfg=lambda w: section("unlearn", methods=[w.method], hparams={w.method: STUDY.unlearn.hparams[w.method]}),
         runtime=runtime,
         seed=lambda w: int(w.seed),
+    priority: 20  # heads the longest chain (noise -> distillation to recovery -> the students' attacks)
     threads: ONE_CPU
     resources: **job_resources(MEM_TRAIN, 30, GPU)
     conda:
