@@ -48,12 +48,6 @@ def log_stamps(path: Path) -> tuple[float, float] | None:
     return (min(stamps), max(stamps)) if len(stamps) >= 2 else None
 
 
-def log_span(path: Path) -> float | None:
-    """Seconds between the first and the last timestamped line of a job's log (None without two stamps)."""
-    stamps = log_stamps(path)
-    return stamps[1] - stamps[0] if stamps else None
-
-
 def idle_core_seconds(intervals: list[tuple[float, float]], cores: int) -> float:
     """Core-seconds left idle between the first start and the last end: the integral of max(0, cores - jobs
     running) over that span, from each job's (start, end)."""
@@ -100,19 +94,18 @@ def collect_jobs(results: str | Path, startup: float) -> list[dict]:
                 if (s := tsv_seconds(f)) is not None:
                     found[f.relative_to(bench_dir).with_suffix("").as_posix()] = (s, "benchmark")
             logs = d / "logs"
-            for f in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
-                name = f.relative_to(logs).with_suffix("").as_posix()
-                if name not in found and (s := log_span(f)) is not None:
-                    found[name] = (s + startup, "log")
+            stamped = {f.relative_to(logs).with_suffix("").as_posix(): st  # each log read once
+                       for f in (sorted(logs.rglob("*.log")) if logs.is_dir() else []) if (st := log_stamps(f))}
+            for name, (first, last) in stamped.items():
+                found.setdefault(name, (last - first + startup, "log"))
             jobs += [{"setting": setting_dir.name, "seed": seed, "job": name, "cls": stage_class(name), "wall": s,
                       "source": src} for name, (s, src) in sorted(found.items())]
             for j in jobs[len(jobs) - len(found):]:
-                f = logs / f"{j['job']}.log"
-                if not f.is_file() or (stamps := log_stamps(f)) is None:
+                if (st := stamped.get(j["job"])) is None:
                     continue
-                j["start"], j["end"] = stamps  # when it ran: the observed schedule
+                j["start"], j["end"] = st  # when it ran: the observed schedule
                 if j["source"] == "benchmark":  # benchmark wall minus log span: the job's whole overhead
-                    j["overhead"] = j["wall"] - (stamps[1] - stamps[0])
+                    j["overhead"] = j["wall"] - (st[1] - st[0])
     return jobs
 
 

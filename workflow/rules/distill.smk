@@ -41,7 +41,7 @@ if STUDY.distill.together and INITS:
             cfg=section("distill"),
             runtime=runtime,
             seed=lambda w: int(w.seed),
-        priority: 20  # the longest job: started late, it runs alone at the end while one core idles
+        priority: 20  # the longest job: one started last would run alone at the end while a core idles
         threads: HALF
         resources: **job_resources(MEM_TRAIN, 60 * len(INITS), GPU)
         conda:
